@@ -1,0 +1,49 @@
+"""invdiff: conditional score-based diffusion models for inverse problems in mechanics.
+
+The public API is imported lazily, so that ``import invdiff`` (and ``invdiff --help``) does not
+import torch. See ``shared/DESIGN.md`` and ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # registry (torch-free)
+    "create": "invdiff.plugins",
+    "available": "invdiff.plugins",
+    "hookimpl": "invdiff.hookspecs",
+    # contracts
+    "Prior": "invdiff.interfaces",
+    "ForwardModel": "invdiff.interfaces",
+    "NoiseModel": "invdiff.interfaces",
+    "ScoreNet": "invdiff.interfaces",
+    "Sampler": "invdiff.interfaces",
+    "SampleResult": "invdiff.interfaces",
+    # errors
+    "InvdiffError": "invdiff.errors",
+    "PluginError": "invdiff.errors",
+    "UnknownComponentError": "invdiff.errors",
+    "ConfigError": "invdiff.errors",
+    "DataError": "invdiff.errors",
+    "CheckpointError": "invdiff.errors",
+    "SamplingError": "invdiff.errors",
+    # pipeline
+    "simulate": "invdiff.simulate",
+    "Dataset": "invdiff.data",
+    "Normalization": "invdiff.data",
+    "load_dataset": "invdiff.data",
+    "sample_posterior": "invdiff.posterior",
+    "Posterior": "invdiff.posterior",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'invdiff' has no attribute {name!r}")

@@ -1,0 +1,64 @@
+"""Input checks shared by every component: shapes and finiteness, with errors that say the fix."""
+
+from __future__ import annotations
+
+import torch
+
+from invdiff.errors import DataError
+
+
+def as_batch(
+    t: torch.Tensor, item_shape: tuple[int, ...], name: str, allow_single: bool = True
+) -> torch.Tensor:
+    """Return ``t`` as a batch ``(B, *item_shape)``; a single item gains a batch dimension.
+
+    Raises :class:`DataError` naming ``name`` when the shape does not fit.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise DataError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if allow_single and tuple(t.shape) == tuple(item_shape):
+        return t.unsqueeze(0)
+    if t.dim() != len(item_shape) + 1 or tuple(t.shape[1:]) != tuple(item_shape):
+        raise DataError(
+            f"{name} has shape {tuple(t.shape)}; expected (B, {', '.join(map(str, item_shape))})"
+            f"{' or ' + str(tuple(item_shape)) if allow_single else ''}"
+        )
+    return t
+
+
+def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Raise :class:`DataError` if ``t`` holds NaN or Inf (and say where)."""
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        idx = bad.nonzero()[0].tolist()
+        raise DataError(
+            f"{name} contains {int(bad.sum())} non-finite values (NaN or Inf), the first at "
+            f"index {tuple(idx)}; clean or drop those entries first"
+        )
+    return t
+
+
+def generator_device(
+    generator: torch.Generator | None, device: torch.device | str | None = None
+) -> torch.device:
+    """The device to draw on: ``device`` if given, else the generator's, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    if generator is not None:
+        return generator.device
+    return torch.device("cpu")
+
+
+def randn(
+    shape: tuple[int, ...] | torch.Size,
+    generator: torch.Generator | None,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """Standard normal noise shaped ``shape`` with ``like``'s dtype and device.
+
+    Drawn on the generator's device (so a CPU generator gives the same numbers whatever the
+    target device), then moved.
+    """
+    dev = generator.device if generator is not None else like.device
+    z = torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=dev)
+    return z.to(like.device)

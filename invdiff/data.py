@@ -1,0 +1,137 @@
+"""Datasets of simulated pairs (x, y) and their per-channel normalisation.
+
+On disk a dataset is one ``.npz`` file (NumPy's open zip-of-arrays format, readable without
+invdiff) holding ``x (N, *x_shape)``, ``y (N, *y_shape)``, the normalisation statistics and a JSON
+metadata string. See ``docs/data-format.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from invdiff.errors import DataError
+from invdiff.io import atomic_write
+
+
+@dataclass
+class Normalization:
+    """Per-channel affine maps ``x_n = (x - x_mean) / x_std`` and likewise for y.
+
+    Each statistic has shape ``(C,)``; networks train and sample in normalised units, results
+    are mapped back with :meth:`denormalize_x`.
+    """
+
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
+    y_mean: torch.Tensor
+    y_std: torch.Tensor
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> Normalization:
+        """Per-channel mean and std over batch and pixels of ``x (N, C, ...)`` and ``y``."""
+        def stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            flat = t.transpose(0, 1).reshape(t.shape[1], -1).double()
+            return flat.mean(1).float(), flat.std(1).clamp_min(eps).float()
+
+        xm, xs = stats(x)
+        ym, ys = stats(y)
+        return cls(xm, xs, ym, ys)
+
+    @classmethod
+    def identity(cls, x_channels: int, y_channels: int) -> Normalization:
+        return cls(torch.zeros(x_channels), torch.ones(x_channels),
+                   torch.zeros(y_channels), torch.ones(y_channels))
+
+    @staticmethod
+    def _view(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # (C,) -> (1, C, 1, ..., 1) on t's device and dtype
+        return s.to(device=t.device, dtype=t.dtype).reshape(1, -1, *([1] * (t.dim() - 2)))
+
+    def normalize_x(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._view(self.x_mean, x)) / self._view(self.x_std, x)
+
+    def denormalize_x(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self._view(self.x_std, x) + self._view(self.x_mean, x)
+
+    def normalize_y(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self._view(self.y_mean, y)) / self._view(self.y_std, y)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k).clone() for k in ("x_mean", "x_std", "y_mean", "y_std")}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Normalization:
+        try:
+            return cls(*(torch.as_tensor(state[k]).float()
+                         for k in ("x_mean", "x_std", "y_mean", "y_std")))
+        except KeyError as exc:
+            raise DataError(f"normalisation statistics lack {exc.args[0]!r}") from None
+
+
+@dataclass
+class Dataset:
+    """Simulated pairs: ``x (N, *x_shape)``, ``y (N, *y_shape)`` with their normalisation."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    normalization: Normalization
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise DataError(f"x has {self.x.shape[0]} samples but y has {self.y.shape[0]}")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        return tuple(self.y.shape[1:])
+
+    def split(self, n_val: int) -> tuple[Dataset, Dataset]:
+        """The first ``len - n_val`` pairs for training, the last ``n_val`` for validation;
+        both keep the normalisation fitted on the whole set's training part."""
+        if not 0 <= n_val < len(self):
+            raise DataError(f"n_val={n_val} must be in [0, {len(self)})")
+        cut = len(self) - n_val
+        return (Dataset(self.x[:cut], self.y[:cut], self.normalization, self.meta),
+                Dataset(self.x[cut:], self.y[cut:], self.normalization, self.meta))
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically to ``path`` (``.npz``)."""
+        arrays = {"x": self.x.numpy(), "y": self.y.numpy()}
+        arrays.update({k: v.numpy() for k, v in self.normalization.state_dict().items()})
+        arrays["meta"] = np.array(json.dumps(self.meta))
+        return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read a dataset written by :meth:`Dataset.save` or :func:`invdiff.simulate`."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"no dataset at {path}; run `invdiff simulate CONFIG` first")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path} is not a readable invdiff dataset (.npz): {exc}") from None
+    missing = {"x", "y"} - set(arrays)
+    if missing:
+        raise DataError(f"{path} lacks arrays {sorted(missing)}; it is not an invdiff dataset")
+    x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+    if "x_mean" in arrays:
+        norm = Normalization.from_state_dict(arrays)
+    else:
+        norm = Normalization.fit(x, y)
+    meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
+    return Dataset(x, y, norm, meta)

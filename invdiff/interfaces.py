@@ -1,0 +1,132 @@
+"""The five roles of the method and the result a sampler returns.
+
+Shapes are channels-first: one x is ``(C, H, W)``, a batch ``(B, C, H, W)``; likewise y.
+
+* ``Prior``          x ~ p(x)
+* ``ForwardModel``   y_clean = F(x)            (a black box: no gradients are needed)
+* ``NoiseModel``     y ~ p(y | y_clean)
+* ``ScoreNet``       s(x, y, sigma) ~ grad_x log p_sigma(x | y), with
+                     p_sigma(x | y) = int p(x0 | y) N(x; x0, sigma^2 I) dx0
+* ``Sampler``        draws from p(x | y) given any score callable and a decreasing ladder
+
+Concrete components live in plugins; these base classes only fix the contract (and the
+contract kit :mod:`invdiff.testing` checks it). Subclassing is optional: anything with the same
+methods works (duck typing), which keeps third-party code free of import-time coupling.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+#: A score function: ``score(x (B, *x_shape), y (B, *y_shape), sigma (B,)) -> (B, *x_shape)``.
+ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+__all__ = [
+    "Prior",
+    "ForwardModel",
+    "NoiseModel",
+    "ScoreNet",
+    "Sampler",
+    "SampleResult",
+    "ScoreFn",
+]
+
+
+class Prior(abc.ABC):
+    """A distribution over fields x of shape :attr:`shape` = ``(C, H, W)``."""
+
+    @property
+    @abc.abstractmethod
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one x, channels first."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Draw ``n`` fields: a tensor ``(n, *shape)``.
+
+        With a seeded ``generator`` the result is reproducible. ``device`` defaults to the
+        generator's device (CPU when no generator is given).
+        """
+
+
+class ForwardModel(abc.ABC):
+    """The noise-free physics ``y_clean = F(x)``, batched over the first dimension."""
+
+    @abc.abstractmethod
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``x (B, *x_shape)`` to ``y_clean (B, *y_shape)``."""
+
+    @abc.abstractmethod
+    def output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``y_shape`` for one x of shape ``x_shape``."""
+
+
+class NoiseModel(abc.ABC):
+    """The measurement ``y ~ p(y | y_clean)``; output has the shape of the input."""
+
+    @abc.abstractmethod
+    def __call__(
+        self, y_clean: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw one noisy measurement per clean one: ``(B, *y_shape) -> (B, *y_shape)``."""
+
+
+class ScoreNet(torch.nn.Module):
+    """A conditional score network ``s(x, y, sigma) ~ grad_x log p_sigma(x | y)``.
+
+    ``forward(x (B, *x_shape), y (B, *y_shape), sigma (B,)) -> (B, *x_shape)``.
+    Subclasses set :attr:`x_shape` and :attr:`y_shape` so that checkpoints and the contract kit
+    can build matching inputs.
+    """
+
+    x_shape: tuple[int, ...]
+    y_shape: tuple[int, ...]
+
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Return the score estimate, shaped like ``x``."""
+
+
+@dataclass
+class SampleResult:
+    """What a sampler returns.
+
+    samples: ``(M, n_samples, *x_shape)`` for M measurements.
+    nfe: score evaluations per chain (one chain = one sample of one measurement).
+    seconds: wall time of the sampling loop.
+    info: free-form extras (step sizes, ladder, ...).
+    """
+
+    samples: torch.Tensor
+    nfe: int
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Sampler(abc.ABC):
+    """Draws posterior samples from a score function on a decreasing noise ladder."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        score: ScoreFn,
+        y: torch.Tensor,
+        sigmas: torch.Tensor,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+    ) -> SampleResult:
+        """Sample ``p(x | y_m)`` for each of the ``M`` measurements in ``y (M, *y_shape)``.
+
+        ``score`` is a :class:`ScoreNet` or any callable with its signature; ``sigmas`` is a
+        strictly decreasing 1-D tensor ``sigma_1 > ... > sigma_L``.
+        """

@@ -1,0 +1,35 @@
+"""A trained score model: a score network with its data normalisation and noise ladder.
+
+:class:`ScoreModel` is what training returns and checkpoints load. Its ``forward`` has the
+ScoreNet signature in *normalised* units (x_n, y_n, sigma); :func:`invdiff.sample_posterior`
+normalises y before sampling and maps the samples back to physical units.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from invdiff.data import Normalization
+
+
+class ScoreModel(torch.nn.Module):
+    """``net`` plus ``normalization`` (per-channel affine maps) and default ``sigmas``.
+
+    x_shape, y_shape: shapes of one x and one y, channels first.
+    """
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        normalization: Normalization,
+        sigmas: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.normalization = normalization
+        self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.float32).clone())
+        self.x_shape = tuple(net.x_shape)
+        self.y_shape = tuple(net.y_shape)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.net(x, y, sigma)

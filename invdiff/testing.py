@@ -1,0 +1,170 @@
+"""Contract kit: check any component against the contracts of ``shared/DESIGN.md``.
+
+Each ``check_*`` function raises ``AssertionError`` with a message naming the broken promise,
+so a plugin's test suite checks a component in one line::
+
+    from invdiff.testing import check_prior
+    def test_contract():
+        check_prior(MyPrior())
+
+What is checked: output shapes and dtypes, batch consistency (a batch equals its items done one
+by one, where the component is deterministic), determinism under a seeded generator, finiteness
+and device placement (``device=`` defaults to CPU; pass ``"cuda"`` on a GPU machine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from invdiff.interfaces import SampleResult
+
+
+def _gen(seed: int, device: torch.device | str) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _assert_finite(t: torch.Tensor, what: str) -> None:
+    assert torch.isfinite(t).all(), f"{what} has non-finite values"
+
+
+def _assert_device(t: torch.Tensor, device: torch.device | str, what: str) -> None:
+    assert t.device.type == torch.device(device).type, (
+        f"{what} is on {t.device}, expected {device}"
+    )
+
+
+def check_prior(prior: Any, n: int = 3, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``shape`` is a tuple (C, H, W); ``sample(n, generator)`` gives ``(n, *shape)``, finite,
+    reproducible with a seeded generator, different for different seeds. Returns a sample."""
+    shape = tuple(prior.shape)
+    assert all(isinstance(s, int) and s > 0 for s in shape), f"bad prior.shape {shape}"
+    x = prior.sample(n, generator=_gen(0, device))
+    assert isinstance(x, torch.Tensor), "prior.sample must return a torch.Tensor"
+    assert tuple(x.shape) == (n, *shape), f"prior.sample gave {tuple(x.shape)}, want {(n, *shape)}"
+    assert x.is_floating_point(), f"prior samples must be floating point, got {x.dtype}"
+    _assert_finite(x, "prior sample")
+    _assert_device(x, device, "prior sample")
+    x2 = prior.sample(n, generator=_gen(0, device))
+    assert torch.equal(x, x2), "prior.sample is not reproducible under a seeded generator"
+    x3 = prior.sample(n, generator=_gen(1, device))
+    assert not torch.equal(x, x3), "prior.sample ignores the generator's seed"
+    assert tuple(prior.sample(1).shape) == (1, *shape), "prior.sample(1) without generator failed"
+    return x
+
+
+def check_forward_model(
+    forward_model: Any, x: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4
+) -> torch.Tensor:
+    """``forward_model(x (B, *x_shape))`` gives ``(B, *output_shape(x_shape))``, finite, on x's
+    device; a batch equals its items done one at a time; the same input gives the same output.
+    Returns ``y_clean``."""
+    x_shape = tuple(x.shape[1:])
+    y_shape = tuple(forward_model.output_shape(x_shape))
+    y = forward_model(x)
+    assert isinstance(y, torch.Tensor), "forward model must return a torch.Tensor"
+    assert tuple(y.shape) == (x.shape[0], *y_shape), (
+        f"forward model gave {tuple(y.shape)}, output_shape promises {(x.shape[0], *y_shape)}"
+    )
+    _assert_finite(y, "forward model output")
+    _assert_device(y, x.device, "forward model output")
+    one = torch.cat([forward_model(x[i : i + 1]) for i in range(x.shape[0])])
+    assert torch.allclose(one.to(y.dtype), y, atol=atol, rtol=rtol), (
+        "forward model: the batch result differs from item-by-item results"
+    )
+    assert torch.allclose(forward_model(x), y, atol=0, rtol=0), "forward model is not deterministic"
+    return y
+
+
+def check_noise_model(noise_model: Any, y_clean: torch.Tensor) -> torch.Tensor:
+    """``noise_model(y_clean, generator)`` keeps shape, dtype and device, is finite, changes the
+    input, and is reproducible with a seeded generator. Returns a noisy y."""
+    dev = y_clean.device
+    y = noise_model(y_clean, generator=_gen(0, dev))
+    assert tuple(y.shape) == tuple(y_clean.shape), (
+        f"noise model changed the shape {tuple(y_clean.shape)} -> {tuple(y.shape)}"
+    )
+    assert y.dtype == y_clean.dtype, f"noise model changed dtype {y_clean.dtype} -> {y.dtype}"
+    _assert_finite(y, "noisy measurement")
+    _assert_device(y, dev, "noisy measurement")
+    assert not torch.equal(y, y_clean), "noise model returned its input unchanged"
+    y2 = noise_model(y_clean, generator=_gen(0, dev))
+    assert torch.equal(y, y2), "noise model is not reproducible under a seeded generator"
+    assert not torch.equal(y, noise_model(y_clean, generator=_gen(1, dev))), (
+        "noise model ignores the generator's seed"
+    )
+    return y
+
+
+def check_score_net(
+    net: torch.nn.Module,
+    batch: int = 2,
+    device: torch.device | str = "cpu",
+    atol: float = 1e-4,
+) -> torch.Tensor:
+    """``net(x, y, sigma (B,))`` is shaped like x, finite, on x's device, deterministic in eval
+    mode, batch-consistent, and backpropagates to every parameter. Returns the output."""
+    x_shape, y_shape = tuple(net.x_shape), tuple(net.y_shape)
+    net = net.to(device).eval()
+    g = _gen(0, device)
+    x = torch.randn(batch, *x_shape, generator=g, device=device)
+    y = torch.randn(batch, *y_shape, generator=g, device=device)
+    sigma = torch.logspace(0, -2, batch, device=device)
+    with torch.no_grad():
+        out = net(x, y, sigma)
+        assert tuple(out.shape) == tuple(x.shape), (
+            f"score net output {tuple(out.shape)} is not shaped like x {tuple(x.shape)}"
+        )
+        _assert_finite(out, "score net output")
+        _assert_device(out, device, "score net output")
+        assert torch.equal(net(x, y, sigma), out), "score net is not deterministic in eval mode"
+        one = torch.cat([net(x[i : i + 1], y[i : i + 1], sigma[i : i + 1]) for i in range(batch)])
+        assert torch.allclose(one, out, atol=atol, rtol=1e-3), (
+            "score net: batch result differs from item-by-item (a norm mixes the batch?)"
+        )
+    net.train()
+    loss = net(x, y, sigma).square().mean()
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters get no gradient: {missing[:5]}"
+    net.zero_grad(set_to_none=True)
+    net.eval()
+    return out
+
+
+def check_sampler(
+    sampler: Any,
+    score: Any = None,
+    y: torch.Tensor | None = None,
+    sigmas: torch.Tensor | None = None,
+    n_samples: int = 3,
+    device: torch.device | str = "cpu",
+) -> SampleResult:
+    """``sampler.sample(score, y (M, *y_shape), sigmas, n)`` returns a :class:`SampleResult` with
+    samples ``(M, n, *x_shape)``, finite, on y's device, a positive ``nfe`` and ``seconds``; a
+    seeded generator reproduces the samples exactly. Defaults to a tiny reference problem with
+    its exact score."""
+    if score is None:
+        from invdiff.reference import make_problem
+
+        prob = make_problem(n=4, mask_fraction=1.0)
+        score = prob.posterior.score_fn()
+        x = prob.prior.sample(2, generator=_gen(0, "cpu"))
+        y = prob.noise_model(prob.forward_model(x), generator=_gen(1, "cpu"))
+    assert y is not None, "give y together with score"
+    y = y.to(device)
+    if sigmas is None:
+        sigmas = torch.logspace(0, -2, 8, device=device)
+    x_shape = tuple(score.x_shape)
+    res = sampler.sample(score, y, sigmas, n_samples, generator=_gen(0, device))
+    assert isinstance(res, SampleResult), "sampler.sample must return a SampleResult"
+    want = (y.shape[0], n_samples, *x_shape)
+    assert tuple(res.samples.shape) == want, f"samples {tuple(res.samples.shape)}, want {want}"
+    _assert_finite(res.samples, "samples")
+    _assert_device(res.samples, device, "samples")
+    assert isinstance(res.nfe, int) and res.nfe > 0, f"nfe must be a positive int, got {res.nfe}"
+    assert res.seconds >= 0, "seconds must be >= 0"
+    res2 = sampler.sample(score, y, sigmas, n_samples, generator=_gen(0, device))
+    assert torch.equal(res.samples, res2.samples), "sampler is not reproducible with a seed"
+    return res
