@@ -76,12 +76,17 @@ class Normalization:
 
 @dataclass
 class Dataset:
-    """Simulated pairs: ``x (N, *x_shape)``, ``y (N, *y_shape)`` with their normalisation."""
+    """Simulated pairs: ``x (N, *x_shape)``, ``y (N, *y_shape)`` with their normalisation.
+
+    ``y_clean`` (noise-free forward outputs, same shape as y) is kept when simulated, so that
+    training can redraw the measurement noise every epoch. All in physical units.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     normalization: Normalization
     meta: dict[str, Any] = field(default_factory=dict)
+    y_clean: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
@@ -104,12 +109,19 @@ class Dataset:
         if not 0 <= n_val < len(self):
             raise DataError(f"n_val={n_val} must be in [0, {len(self)})")
         cut = len(self) - n_val
-        return (Dataset(self.x[:cut], self.y[:cut], self.normalization, self.meta),
-                Dataset(self.x[cut:], self.y[cut:], self.normalization, self.meta))
+        yc = self.y_clean
+        return (
+            Dataset(self.x[:cut], self.y[:cut], self.normalization, self.meta,
+                    None if yc is None else yc[:cut]),
+            Dataset(self.x[cut:], self.y[cut:], self.normalization, self.meta,
+                    None if yc is None else yc[cut:]),
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write atomically to ``path`` (``.npz``)."""
         arrays = {"x": self.x.numpy(), "y": self.y.numpy()}
+        if self.y_clean is not None:
+            arrays["y_clean"] = self.y_clean.numpy()
         arrays.update({k: v.numpy() for k, v in self.normalization.state_dict().items()})
         arrays["meta"] = np.array(json.dumps(self.meta))
         return atomic_write(path, lambda fh: np.savez(fh, **arrays))
@@ -134,4 +146,5 @@ def load_dataset(path: str | Path) -> Dataset:
     else:
         norm = Normalization.fit(x, y)
     meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
-    return Dataset(x, y, norm, meta)
+    y_clean = torch.from_numpy(arrays["y_clean"]) if "y_clean" in arrays else None
+    return Dataset(x, y, norm, meta, y_clean)
