@@ -1,0 +1,145 @@
+"""What every conditional score network shares: input checks, conditioning on y, speed switches.
+
+A concrete net subclasses :class:`ConditionalScoreNet` and implements two methods:
+
+* ``body(h, *cond) -> F``: the trainable network on the stacked input ``h = [x_in, y_r]``
+  of shape ``(B, Cx + Cy, H, W)``, returning ``(B, Cx, H, W)``; it runs under the
+  ``channels_last`` / ``bf16`` switches (see :meth:`ConditionalScoreNet.run_body`);
+* ``score(x, y, sigma) -> s``: the output parameterisation, i.e. how the score is formed from
+  ``body``'s output (``F / sigma`` for NCSN, the EDM denoiser for the U-Net), in x's dtype.
+
+Conditioning on y is by concatenation on channels: y is resampled bilinearly to x's grid when
+its grid differs (``y_r``), so measurements on another grid (e.g. nodal displacements on
+``(N+1) x (N+1)`` for an ``N x N`` modulus field, or a subsampled image) need no extra code.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from invdiff.errors import ConfigError, DataError
+from invdiff.interfaces import ScoreNet
+
+__all__ = ["ConditionalScoreNet", "check_shape", "resample_to"]
+
+
+def check_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
+    """Return ``shape`` as a ``(C, H, W)`` tuple of positive ints, or raise :class:`ConfigError`."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(
+            f"{name} = {shape}: give the shape of one item as (channels, H, W), all positive"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def resample_to(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resampling of ``y (B, C, Hy, Wy)`` to ``(B, C, *size)``; identity if equal.
+
+    ``align_corners=False``: pixels are treated as cells covering the same domain, which is
+    the convention of the element-wise fields of this project.
+    """
+    if tuple(y.shape[-2:]) == tuple(size):
+        return y
+    return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+class ConditionalScoreNet(ScoreNet, abc.ABC):
+    """Base of the conditional score networks ``s(x, y, sigma) ~ grad_x log p_sigma(x | y)``.
+
+    Shapes: ``x (B, *x_shape)``, ``y (B, *y_shape)``, ``sigma (B,)`` (a scalar or a
+    one-element tensor is broadcast over the batch); the output is shaped like x, in x's dtype
+    and on x's device.
+
+    channels_last: convert the network input to the channels_last memory format (faster
+        convolutions on recent GPUs and on CPUs with oneDNN); the output is returned in the
+        default contiguous format.
+    bf16: run :meth:`body` under ``torch.autocast(dtype=torch.bfloat16)`` on the input's
+        device; the parameterisation (division by sigma, EDM scalings) stays in x's dtype.
+    """
+
+    def __init__(
+        self,
+        x_shape: tuple[int, int, int],
+        y_shape: tuple[int, int, int],
+        channels_last: bool = False,
+        bf16: bool = False,
+    ) -> None:
+        super().__init__()
+        self.x_shape = check_shape(x_shape, "x_shape")
+        self.y_shape = check_shape(y_shape, "y_shape")
+        self.channels_last = bool(channels_last)
+        self.bf16 = bool(bf16)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the stacked input ``[x, y]``."""
+        return self.x_shape[0] + self.y_shape[0]
+
+    @property
+    def out_channels(self) -> int:
+        return self.x_shape[0]
+
+    # -- the public call ---------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Check the inputs, then return :meth:`score` (shaped like x)."""
+        sigma = self.check_inputs(x, y, sigma)
+        return self.score(x, y.to(x.dtype), sigma)
+
+    def check_inputs(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Raise :class:`DataError` on wrong shapes; return sigma as ``(B, 1, 1, 1)`` in x's
+        dtype and device (so it broadcasts against x)."""
+        for t, name, shape in ((x, "x", self.x_shape), (y, "y", self.y_shape)):
+            if not isinstance(t, torch.Tensor):
+                raise DataError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dim() != 4 or tuple(t.shape[1:]) != shape:
+                raise DataError(
+                    f"{name} has shape {tuple(t.shape)}; this net was built for "
+                    f"{name} of shape (B, {', '.join(map(str, shape))}). Pass a batch, or build "
+                    f"the net with {name}_shape={tuple(t.shape[1:])}"
+                )
+        if y.shape[0] != x.shape[0]:
+            raise DataError(
+                f"x has batch size {x.shape[0]} but y has {y.shape[0]}: give one y per x "
+                f"(repeat y with y.expand(B, ...) to condition every x on the same y)"
+            )
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        if sigma.numel() == 1:
+            sigma = sigma.reshape(1).expand(x.shape[0])
+        if sigma.dim() != 1 or sigma.shape[0] != x.shape[0]:
+            raise DataError(
+                f"sigma has shape {tuple(sigma.shape)}; give one noise level per x, shape "
+                f"({x.shape[0]},), or a scalar"
+            )
+        return rearrange(sigma, "b -> b 1 1 1")
+
+    # -- what subclasses provide -------------------------------------------------------------
+    @abc.abstractmethod
+    def score(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The score from checked inputs; ``sigma`` is ``(B, 1, 1, 1)``."""
+
+    @abc.abstractmethod
+    def body(self, h: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        """The network proper: ``h (B, Cx + Cy, H, W)`` (plus optional conditioning tensors,
+        e.g. a noise embedding) to ``(B, Cx, H, W)``."""
+
+    # -- shared mechanics --------------------------------------------------------------------
+    def run_body(self, x_in: torch.Tensor, y: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        """``body([x_in, resample(y)], *cond)`` under the speed switches, in ``x_in``'s dtype.
+
+        ``x_in`` is x as the network sees it (x itself, or ``c_in x`` for EDM).
+        """
+        h = torch.cat([x_in, resample_to(y, tuple(x_in.shape[-2:]))], dim=1)
+        if self.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=h.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.body(h, *cond)
+        return out.to(x_in.dtype).contiguous()
+
+    def extra_repr(self) -> str:
+        return (f"x_shape={self.x_shape}, y_shape={self.y_shape}, "
+                f"channels_last={self.channels_last}, bf16={self.bf16}")

@@ -1,0 +1,94 @@
+"""The conditional NCSNv2 RefineNet of cSDM (Dasgupta et al. 2025; Song & Ermon 2020).
+
+Architecture (``c = ngf``; grid ``H x W`` of x)::
+
+    h0 = conv3x3([x, y_r])                                   (c,  H,   W)    y_r: y on x's grid
+    l1 = Res(c, c)       Res(c, c)                           (c,  H,   W)
+    l2 = Res(c, 2c, down) Res(2c, 2c)                        (2c, H/2, W/2)  mean-pool
+    l3 = Res(2c, 2c, down, dil 2) Res(2c, 2c, dil 2)         (2c, H/2, W/2)  dilated, no pool
+    l4 = Res(2c, 2c, down, dil 4) Res(2c, 2c, dil 4)         (2c, H/2, W/2)
+    r1 = Refine([l4])        r2 = Refine([l3, r1])
+    r3 = Refine([l2, r2]) -> c        r4 = Refine([l1, r3], end) -> c    (c, H, W)
+    F  = conv3x3(ELU(InstanceNorm++(r4)))                    (Cx, H, W)
+    s(x, y, sigma) = F([x, y_r]) / sigma
+
+The network itself does not see sigma: NCSNv2's observation (Song & Ermon 2020, technique 3)
+is that the score norm scales like 1/sigma, so an unconditional net divided by sigma works as
+well as a noise-conditional one. At ``ngf = 64`` with one x and one y channel the net has about
+7.4 M parameters, the size used in the cSDM paper.
+
+Only ``l2`` changes the grid (by 2), so H and W must be even; any even size works (the
+dilated stages keep the grid, the fusion resizes bilinearly).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from invdiff.errors import ConfigError
+from invdiff_refinenet.base import ConditionalScoreNet
+from invdiff_refinenet.layers import ACT, InstanceNormPlus, RefineBlock, ResidualBlock, conv3x3
+
+__all__ = ["ConditionalRefineNet"]
+
+
+class ConditionalRefineNet(ConditionalScoreNet):
+    """Conditional NCSNv2 RefineNet: ``s(x, y, sigma) = F([x, y_r]) / sigma``.
+
+    x_shape, y_shape: ``(C, H, W)`` of one x and one y; H and W of x must be even.
+    ngf: base width (64 in the paper: about 7.4 M parameters for Cx = Cy = 1).
+    channels_last, bf16: speed switches, see :class:`ConditionalScoreNet`.
+    """
+
+    def __init__(
+        self,
+        x_shape: tuple[int, int, int],
+        y_shape: tuple[int, int, int],
+        ngf: int = 64,
+        channels_last: bool = False,
+        bf16: bool = False,
+    ) -> None:
+        super().__init__(x_shape, y_shape, channels_last=channels_last, bf16=bf16)
+        _, height, width = self.x_shape
+        if height % 2 or width % 2:
+            raise ConfigError(
+                f"refinenet needs an even grid (it halves H and W once), got x_shape "
+                f"{self.x_shape}: crop or pad x to an even H and W (e.g. multiples of 4)"
+            )
+        if ngf < 2:
+            raise ConfigError(f"ngf = {ngf}: InstanceNorm++ needs at least 2 channels (ngf >= 2)")
+        c = self.ngf = int(ngf)
+        self.begin = conv3x3(self.in_channels, c)
+        self.stages = nn.ModuleList([
+            nn.Sequential(ResidualBlock(c, c), ResidualBlock(c, c)),
+            nn.Sequential(ResidualBlock(c, 2 * c, down=True), ResidualBlock(2 * c, 2 * c)),
+            *(nn.Sequential(ResidualBlock(2 * c, 2 * c, down=True, dilation=d),
+                            ResidualBlock(2 * c, 2 * c, dilation=d)) for d in (2, 4)),
+        ])
+        self.refines = nn.ModuleList([
+            RefineBlock([2 * c], 2 * c),
+            RefineBlock([2 * c, 2 * c], 2 * c),
+            RefineBlock([2 * c, 2 * c], c),
+            RefineBlock([c, c], c, end=True),
+        ])
+        self.head = nn.Sequential(InstanceNormPlus(c), ACT(), conv3x3(c, self.out_channels))
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def body(self, h: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
+        """``[x, y_r] (B, Cx + Cy, H, W) -> F (B, Cx, H, W)``, before the division by sigma."""
+        layers = []
+        h = self.begin(h)
+        for stage in self.stages:
+            h = stage(h)
+            layers.append(h)
+        # Refine from the coarsest stage up, fusing each skip with the previous refinement.
+        ref = self.refines[0]([layers[-1]])
+        for refine, skip in zip(self.refines[1:], reversed(layers[:-1]), strict=True):
+            ref = refine([skip, ref])
+        return self.head(ref)
+
+    def score(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """``F([x, y_r]) / sigma`` with ``sigma (B, 1, 1, 1)``."""
+        return self.run_body(x, y) / sigma
