@@ -32,7 +32,7 @@ _EXPORTS = {
     "CheckpointError": "invdiff.errors",
     "SamplingError": "invdiff.errors",
     # pipeline
-    "simulate": "invdiff.simulate",
+    "simulate": "invdiff.simulation",
     "Dataset": "invdiff.data",
     "Normalization": "invdiff.data",
     "load_dataset": "invdiff.data",

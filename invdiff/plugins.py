@@ -58,8 +58,8 @@ KNOWN_PROVIDERS: dict[str, str] = {
     "predictor-corrector": "invdiff-pc",
 }
 
-#: Built-in plugin modules, registered like any entry point.
-BUILTINS: tuple[str, ...] = ("invdiff.reference.plugin",)
+#: Built-in plugin modules (plugin name -> module), registered like any entry point.
+BUILTINS: dict[str, str] = {"reference": "invdiff.reference.plugin"}
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,9 @@ class Registry:
 
     # -- loading -----------------------------------------------------------------------------
     def load_builtins(self) -> None:
-        for module_name in BUILTINS:
+        for name, module_name in BUILTINS.items():
             module = importlib.import_module(module_name)
-            self.add_plugin(module, name=module_name, distribution="invdiff", strict=True)
+            self.add_plugin(module, name=name, distribution="invdiff", strict=True)
 
     def load_entry_points(self) -> None:
         """Load the ``invdiff`` entry points allowed by ``INVDIFF_LOAD_PLUGINS``."""
@@ -162,15 +162,16 @@ class Registry:
                 for impl in caller.get_hookimpls():
                     if impl.plugin is module:
                         impl.function(register=_stager(staged, kind, name))
+        except Exception as exc:  # noqa: BLE001
+            self.pm.unregister(module)
+            self._fail(name, distribution, exc, strict)
+            return None
+        try:  # a clash is ambiguous for the user: always an error, never silently skipped
             for comp in staged:
                 self._check_duplicate(comp, staged)
         except PluginError:
             self.pm.unregister(module)
             raise
-        except Exception as exc:  # noqa: BLE001
-            self.pm.unregister(module)
-            self._fail(name, distribution, exc, strict)
-            return None
         info = PluginInfo(name=name, distribution=distribution, version=version,
                           components=staged)
         for comp in staged:

@@ -1,0 +1,1 @@
+"""invdiff-example: a random-disc prior and Laplace noise, as a worked plugin example."""

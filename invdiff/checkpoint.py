@@ -1,0 +1,179 @@
+"""Training checkpoints: one ``.pt`` file per state, written atomically, loaded without pickle.
+
+A checkpoint is a ``torch.save`` of a dict of tensors and plain values only, so it loads with
+``torch.load(..., weights_only=True)`` (no code from a file is ever run)::
+
+    format_version  int      FORMAT_VERSION; any other value is refused
+    model           dict     state_dict of the network being trained
+    ema             dict     state_dict of its exponential moving average (used for sampling)
+    optimizer       dict     optimizer state_dict (Adam moments, step counts)
+    step            int      optimisation steps done
+    normalization   dict     Normalization.state_dict(): x_mean, x_std, y_mean, y_std (C,)
+    sigmas          Tensor   the noise ladder (L,), decreasing
+    experiment      str      the validated experiment config as JSON ("null" when unknown)
+    net_spec        str      {"name": ..., "params": ...} of the registered score_net, as JSON
+    training        dict     trainer state needed to resume (config, RNG state, history, ...)
+
+Dict-valued configs are stored as JSON strings so that ``weights_only`` loading needs no
+allow-listed classes; :func:`load_checkpoint` decodes them back into dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invdiff.data import Normalization
+from invdiff.errors import CheckpointError, ConfigError
+from invdiff.io import atomic_write
+from invdiff.model import ScoreModel
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "ema", "optimizer", "step", "normalization",
+                 "sigmas", "experiment", "net_spec", "training")
+_JSON_KEYS = ("experiment", "net_spec")
+
+__all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "load_model"]
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    step: int,
+    normalization: Normalization,
+    sigmas: torch.Tensor,
+    experiment: dict[str, Any] | None = None,
+    net_spec: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint to ``path`` atomically (a crash mid-write leaves the old file).
+
+    ``model``, ``ema`` and ``optimizer`` are state dicts; ``experiment`` and ``net_spec`` must
+    be JSON-able (they are stored as JSON strings); ``training`` holds only tensors and plain
+    Python values (the trainer's resume state).
+    """
+    payload: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model": model,
+        "ema": ema,
+        "optimizer": optimizer,
+        "step": int(step),
+        "normalization": normalization.state_dict(),
+        "sigmas": torch.as_tensor(sigmas).detach().cpu().clone(),
+        "training": dict(training or {}),
+    }
+    for key, value in (("experiment", experiment), ("net_spec", net_spec)):
+        try:
+            payload[key] = json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"checkpoint field {key!r} must be JSON-able (dicts, lists, str, numbers): {exc}; "
+                f"pass e.g. the pydantic model's model_dump(mode='json')"
+            ) from None
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint; ``experiment`` and ``net_spec`` come back as dicts.
+
+    Raises :class:`CheckpointError` (naming the file and the fix) when the file is missing,
+    corrupt or truncated, holds anything but tensors and plain containers, has another
+    format version, or lacks required keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path}; train first (`invdiff train CONFIG`) or give the path of "
+            f"an existing .pt file"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read means an unusable file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"{path} is not a readable invdiff checkpoint (corrupt, truncated, or holding "
+            f"objects that weights_only loading refuses): {type(exc).__name__}: {first}. "
+            f"Use another checkpoint (e.g. final.pt / last.pt of the run) or retrain"
+        ) from None
+    _validate(ckpt, path)
+    for key in _JSON_KEYS:
+        try:
+            ckpt[key] = json.loads(ckpt[key])
+        except (TypeError, ValueError):
+            raise CheckpointError(
+                f"{path}: field {key!r} is not valid JSON; the file was not written by "
+                f"invdiff.checkpoint.save_checkpoint"
+            ) from None
+    return ckpt
+
+
+def _validate(ckpt: Any, path: Path) -> None:
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise CheckpointError(
+            f"{path} holds no invdiff checkpoint (no 'format_version'); it may be a bare "
+            f"state_dict: load that with net.load_state_dict(torch.load(...)) instead"
+        )
+    version = ckpt["format_version"]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version!r}, but this invdiff reads version "
+            f"{FORMAT_VERSION}; use the invdiff release that wrote it, or retrain"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks checkpoint fields {missing}; the file is incomplete or was not "
+            f"written by invdiff.checkpoint.save_checkpoint: retrain or use another checkpoint"
+        )
+
+
+def load_model(
+    path: str | Path,
+    device: torch.device | str | None = None,
+    ema: bool = True,
+    net: torch.nn.Module | None = None,
+) -> ScoreModel:
+    """The trained :class:`ScoreModel` of a checkpoint, in eval mode on ``device`` (CPU if None).
+
+    ``ema=True`` loads the EMA weights (what sampling should use), ``False`` the raw ones. The
+    network is rebuilt with ``invdiff.create("score_net", name, **params)`` from the stored
+    ``net_spec``; pass ``net`` to load into a network built by hand instead.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if net is None:
+        net = _build_net(ckpt["net_spec"], path)
+    weights = ckpt["ema" if ema else "model"]
+    load_state(net, weights, path, "EMA weights" if ema else "weights")
+    norm = Normalization.from_state_dict(ckpt["normalization"])
+    return ScoreModel(net, norm, ckpt["sigmas"]).to(device).eval()
+
+
+def _build_net(spec: Any, path: Path) -> torch.nn.Module:
+    from invdiff.plugins import create  # the registry is only needed here
+
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError(
+            f"{path} records no net_spec (the network was not built from the registry); "
+            f"rebuild it yourself and call load_model(path, net=your_net)"
+        )
+    return create("score_net", spec["name"], **(spec.get("params") or {}))
+
+
+def load_state(module: torch.nn.Module, state: dict[str, Any], path: Path | str, what: str) -> None:
+    """``module.load_state_dict(state)`` (strict), turning a mismatch into CheckpointError."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())[:600]
+        raise CheckpointError(
+            f"{path}: the stored {what} do not fit the network {type(module).__name__} "
+            f"(different architecture or parameters): {detail}. Build the network with the "
+            f"net_spec the checkpoint was trained with"
+        ) from None

@@ -1,0 +1,202 @@
+"""Simulate training pairs: x ~ Prior, y = Noise(Forward(x)).
+
+Work is split into chunks of ``chunk_size`` pairs. Chunk ``i`` draws from its own generator
+seeded by ``(seed, i)``, so the data do not depend on the number of workers or on restarts.
+With a ``path``, each finished chunk is written atomically to ``<path>.parts/`` and a rerun
+skips the chunks already there (resume after a crash); at the end the chunks are merged into
+one ``.npz`` dataset (see :mod:`invdiff.data`) and the parts folder is removed.
+
+Pairs with a non-finite x, clean or noisy y are dropped and counted (``meta["dropped"]``),
+never kept silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from invdiff.data import Dataset, Normalization, load_dataset
+from invdiff.errors import ConfigError, DataError
+from invdiff.io import atomic_write, atomic_write_text
+
+_SEED_STRIDE = 1_000_003  # chunk seeds: seed * stride + chunk index (distinct for any sane n)
+
+
+def chunk_seed(seed: int, index: int) -> int:
+    return seed * _SEED_STRIDE + index
+
+
+def simulate_chunk(
+    prior: Any, forward_model: Any, noise_model: Any, n: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Draw ``n`` pairs with one generator seeded by ``seed``; drop non-finite pairs.
+
+    Returns numpy arrays ``x``, ``y``, ``y_clean`` (float32 unless the prior says otherwise)
+    and ``dropped`` (a 0-d count).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        x = prior.sample(n, generator=g)
+        y_clean = forward_model(x)
+        y = noise_model(y_clean, generator=g)
+    ok = (
+        torch.isfinite(x.flatten(1)).all(1)
+        & torch.isfinite(y_clean.flatten(1)).all(1)
+        & torch.isfinite(y.flatten(1)).all(1)
+    )
+    dtype = x.dtype
+    return {
+        "x": x[ok].cpu().numpy(),
+        "y": y[ok].to(dtype).cpu().numpy(),
+        "y_clean": y_clean[ok].to(dtype).cpu().numpy(),
+        "dropped": np.array(int((~ok).sum())),
+    }
+
+
+def _worker_init() -> None:
+    # One BLAS/OpenMP thread per worker process: workers parallelise across chunks.
+    torch.set_num_threads(1)
+
+
+def _run_chunk(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
+    prior, fwd, noise, n, seed, index = args
+    return index, simulate_chunk(prior, fwd, noise, n, seed)
+
+
+def _signature(n: int, chunk_size: int, seed: int, spec: Any) -> str:
+    blob = json.dumps({"n": n, "chunk_size": chunk_size, "seed": seed, "spec": spec},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _default_spec(prior: Any, forward_model: Any, noise_model: Any) -> dict[str, str]:
+    return {role: type(obj).__module__ + "." + type(obj).__qualname__
+            for role, obj in (("prior", prior), ("forward_model", forward_model),
+                              ("noise_model", noise_model))}
+
+
+def simulate(
+    prior: Any,
+    forward_model: Any,
+    noise_model: Any,
+    n: int,
+    chunk_size: int = 256,
+    workers: int = 1,
+    seed: int = 0,
+    path: str | Path | None = None,
+    progress: bool = True,
+    spec: Any = None,
+) -> Dataset:
+    """Simulate ``n`` pairs (fewer if some are dropped as non-finite) and return a Dataset.
+
+    Args:
+        prior, forward_model, noise_model: the components (picklable when ``workers > 1``).
+        n: number of pairs to draw; chunk_size: pairs per chunk (the unit of resume).
+        workers: processes (1 = in this process). seed: the master seed.
+        path: ``.npz`` file to write; with a path, finished chunks are kept in
+            ``<path>.parts/`` until the end, so an interrupted run resumes where it stopped.
+            If ``path`` already holds a dataset made with the same settings, it is loaded.
+        spec: a JSON-able description of the components (e.g. their registry names and
+            params); it is stored in ``meta`` and guards resume against mixing settings.
+    """
+    if n < 1 or chunk_size < 1 or workers < 1:
+        raise ConfigError(f"need n, chunk_size, workers >= 1; got {n}, {chunk_size}, {workers}")
+    spec = spec if spec is not None else _default_spec(prior, forward_model, noise_model)
+    signature = _signature(n, chunk_size, seed, spec)
+    meta = {"n_requested": n, "chunk_size": chunk_size, "seed": seed, "spec": spec,
+            "signature": signature}
+    sizes = [min(chunk_size, n - start) for start in range(0, n, chunk_size)]
+
+    parts_dir = None
+    done: dict[int, dict[str, np.ndarray]] = {}
+    if path is not None:
+        path = Path(path)
+        existing = _existing_dataset(path, signature)
+        if existing is not None:
+            return existing
+        parts_dir = path.with_name(path.name + ".parts")
+        done = _load_parts(parts_dir, signature, len(sizes))
+
+    todo = [(prior, forward_model, noise_model, size, chunk_seed(seed, i), i)
+            for i, size in enumerate(sizes) if i not in done]
+    bar = tqdm(total=len(sizes), initial=len(done), desc="simulate", unit="chunk",
+               disable=not progress)
+    for index, arrays in _map_chunks(todo, workers):
+        if parts_dir is not None:
+            atomic_write(parts_dir / f"chunk_{index:06d}.npz",
+                         lambda fh, a=arrays: np.savez(fh, **a))
+        done[index] = arrays
+        bar.update(1)
+    bar.close()
+
+    dataset = _merge(done, meta)
+    if path is not None:
+        dataset.save(path)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return dataset
+
+
+def _map_chunks(todo: list[tuple], workers: int):
+    if workers == 1 or len(todo) <= 1:
+        for args in todo:
+            yield _run_chunk(args)
+        return
+    # fork where available (no `if __name__ == "__main__"` guard needed in user scripts, no
+    # re-import of torch); workers then use one thread each, as torch's DataLoader workers do.
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=_worker_init) as pool:
+        yield from pool.map(_run_chunk, todo)
+
+
+def _existing_dataset(path: Path, signature: str) -> Dataset | None:
+    if not path.exists():
+        return None
+    ds = load_dataset(path)
+    if ds.meta.get("signature") != signature:
+        raise DataError(
+            f"{path} already holds a dataset made with other settings; delete it or choose "
+            f"another path"
+        )
+    return ds
+
+
+def _load_parts(parts_dir: Path, signature: str, n_chunks: int) -> dict[int, dict]:
+    """Chunks finished by an earlier, interrupted run with the same settings."""
+    manifest = parts_dir / "manifest.json"
+    if parts_dir.exists() and manifest.exists():
+        if json.loads(manifest.read_text()).get("signature") != signature:
+            raise DataError(
+                f"{parts_dir} holds chunks of a run with other settings; delete the folder to "
+                f"start afresh, or rerun with the original settings to resume"
+            )
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(manifest, json.dumps({"signature": signature}))
+    done = {}
+    for f in sorted(parts_dir.glob("chunk_*.npz")):
+        index = int(f.stem.split("_")[1])
+        if index < n_chunks:
+            with np.load(f) as z:
+                done[index] = {k: z[k] for k in z.files}
+    return done
+
+
+def _merge(done: dict[int, dict[str, np.ndarray]], meta: dict[str, Any]) -> Dataset:
+    order = sorted(done)
+    cat = {k: np.concatenate([done[i][k] for i in order]) for k in ("x", "y", "y_clean")}
+    dropped = int(sum(int(done[i]["dropped"]) for i in order))
+    if len(cat["x"]) == 0:
+        raise DataError("every simulated pair was non-finite: check the forward model")
+    x, y, y_clean = (torch.from_numpy(cat[k]) for k in ("x", "y", "y_clean"))
+    meta = {**meta, "dropped": dropped, "n": int(x.shape[0])}
+    return Dataset(x, y, Normalization.fit(x, y), meta, y_clean)

@@ -1,0 +1,122 @@
+"""Simulation: reproducibility, workers, resume after a crash, NaN filtering, files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import invdiff
+from invdiff.errors import DataError
+from invdiff.reference import make_problem
+
+
+@pytest.fixture(scope="module")
+def prob():
+    return make_problem(n=6, mask_fraction=0.8)
+
+
+def sim(prob, **kw):
+    kw.setdefault("progress", False)
+    return invdiff.simulate(prob.prior, prob.forward_model, prob.noise_model, **kw)
+
+
+def test_seeded_and_independent_of_workers(prob):
+    a = sim(prob, n=50, chunk_size=8, seed=3)
+    b = sim(prob, n=50, chunk_size=8, seed=3, workers=2)
+    c = sim(prob, n=50, chunk_size=8, seed=4)
+    assert len(a) == 50 and a.x.shape == (50, 1, 6, 6) and a.y.shape == (50, 1, 6, 6)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert not torch.equal(a.x, c.x)
+    # y really is forward + noise of x
+    assert torch.allclose(a.y_clean, prob.forward_model(a.x), atol=1e-6)
+    resid = (a.y - a.y_clean).std()
+    assert resid == pytest.approx(prob.noise_model.std, rel=0.1)
+    # normalisation statistics are those of the data
+    assert torch.allclose(a.normalization.x_mean, a.x.mean().reshape(1), atol=1e-6)
+    assert torch.allclose(a.normalization.y_std, a.y.std().reshape(1), rtol=1e-4)
+
+
+class CrashAfter:
+    """A forward model that raises on its k-th call (an interrupted run)."""
+
+    def __init__(self, inner, k):
+        self.inner, self.k, self.calls = inner, k, 0
+
+    def output_shape(self, s):
+        return self.inner.output_shape(s)
+
+    def __call__(self, x):
+        self.calls += 1
+        if self.calls == self.k:
+            raise KeyboardInterrupt("simulated crash")
+        return self.inner(x)
+
+
+def test_resume_after_crash_gives_identical_data(prob, tmp_path):
+    path = tmp_path / "data.npz"
+    full = sim(prob, n=40, chunk_size=8, seed=1)
+    crashing = CrashAfter(prob.forward_model, 4)
+    with pytest.raises(KeyboardInterrupt):
+        invdiff.simulate(prob.prior, crashing, prob.noise_model, n=40, chunk_size=8, seed=1,
+                         path=path, progress=False, spec="same")
+    parts = sorted((tmp_path / "data.npz.parts").glob("chunk_*.npz"))
+    assert len(parts) == 3 and not path.exists()
+    counting = CrashAfter(prob.forward_model, 10**9)
+    resumed = invdiff.simulate(prob.prior, counting, prob.noise_model, n=40, chunk_size=8,
+                               seed=1, path=path, progress=False, spec="same")
+    assert counting.calls == 2  # only the 2 missing chunks were simulated
+    assert torch.equal(resumed.x, full.x) and torch.equal(resumed.y, full.y)
+    assert path.exists() and not (tmp_path / "data.npz.parts").exists()
+    loaded = invdiff.load_dataset(path)
+    assert torch.equal(loaded.x, full.x) and torch.equal(loaded.y_clean, full.y_clean)
+    assert torch.equal(loaded.normalization.x_std, full.normalization.x_std)
+    # a rerun with the same settings just loads the file
+    again = invdiff.simulate(prob.prior, CrashAfter(prob.forward_model, 1), prob.noise_model,
+                             n=40, chunk_size=8, seed=1, path=path, progress=False, spec="same")
+    assert torch.equal(again.x, full.x)
+
+
+def test_other_settings_do_not_mix(prob, tmp_path):
+    path = tmp_path / "d.npz"
+    sim(prob, n=10, chunk_size=5, seed=0, path=path, spec="a")
+    with pytest.raises(DataError, match="other settings"):
+        sim(prob, n=10, chunk_size=5, seed=1, path=path, spec="a")
+
+
+class NaNSometimes:
+    """Returns NaN for every sample whose first pixel is negative."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def output_shape(self, s):
+        return self.inner.output_shape(s)
+
+    def __call__(self, x):
+        y = self.inner(x).clone()
+        y[x[:, 0, 0, 0] < 0] = float("nan")
+        return y
+
+
+def test_non_finite_pairs_are_dropped_and_counted(prob):
+    ds = invdiff.simulate(prob.prior, NaNSometimes(prob.forward_model), prob.noise_model,
+                          n=64, chunk_size=16, seed=0, progress=False)
+    ref = sim(prob, n=64, chunk_size=16, seed=0)
+    keep = ref.x[:, 0, 0, 0] >= 0
+    assert ds.meta["dropped"] == int((~keep).sum()) > 0
+    assert len(ds) == int(keep.sum())
+    assert torch.equal(ds.x, ref.x[keep])
+    assert torch.isfinite(ds.y).all()
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(DataError, match="invdiff simulate"):
+        invdiff.load_dataset(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable"):
+        invdiff.load_dataset(bad)
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(DataError, match="lacks arrays"):
+        invdiff.load_dataset(tmp_path / "other.npz")
