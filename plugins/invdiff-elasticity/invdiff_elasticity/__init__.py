@@ -1,0 +1,36 @@
+"""invdiff plugin for quasi-static elastography on the unit square.
+
+* forward model ``elasticity-fem``: :class:`ElasticityFEM`, bilinear-quad FEM of incompressible
+  plane stress (or plane strain with selective reduced integration), displacement or traction
+  loading, measurements u_y at element centres, both components, or nodal;
+* priors ``circular-inclusion``, ``multi-inclusion`` (area-fraction inclusions on a unit
+  background) and ``lognormal-field`` (exp of a Gaussian random field);
+* :mod:`invdiff_elasticity.mcmc`: the reference posterior over the circular-inclusion
+  parameters (ensemble MCMC, split R-hat, effective sample size).
+
+Attributes load lazily so that listing plugins never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ElasticityFEM": "invdiff_elasticity.fem",
+    "CircularInclusionPrior": "invdiff_elasticity.inclusions",
+    "MultiInclusionPrior": "invdiff_elasticity.inclusions",
+    "LognormalFieldPrior": "invdiff_elasticity.lognormal",
+    "reference_posterior": "invdiff_elasticity.mcmc",
+    "MCMCResult": "invdiff_elasticity.mcmc",
+    "split_rhat": "invdiff_elasticity.diagnostics",
+    "effective_sample_size": "invdiff_elasticity.diagnostics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'invdiff_elasticity' has no attribute {name!r}")
