@@ -29,7 +29,8 @@ class DiscPrior(Prior):
         cy = r + (1 - 2 * r) * u[:, 3]
         t = (torch.arange(self.n, device=dev) + 0.5) / self.n
         px, py = t[None, None, :], (1 - t)[None, :, None]  # row 0 is the top (y = 1)
-        inside = (px - cx[:, None, None]) ** 2 + (py - cy[:, None, None]) ** 2 < r[:, None, None] ** 2
+        d2 = (px - cx[:, None, None]) ** 2 + (py - cy[:, None, None]) ** 2
+        inside = d2 < r[:, None, None] ** 2
         x = self.background * (1 + (c[:, None, None] - 1) * inside)
         return x[:, None]
 

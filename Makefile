@@ -1,0 +1,36 @@
+# invdiff developer commands. Every target installs what it needs into .venv first.
+# torch is pinned to the CPU build available on CPU machines (an unpinned torch pulls CUDA).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+PLUGINS := $(sort $(wildcard plugins/invdiff-*))
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow lint demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[test]" $(addprefix -e ,$(PLUGINS))
+	touch $@
+
+test: install  ## the default test run (fast; slow end-to-end tests excluded)
+	$(BIN)/pytest
+
+test-slow: install  ## the slow end-to-end tests
+	$(BIN)/pytest -m slow; rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
+
+lint: install
+	$(BIN)/ruff check .
+
+demo: install  ## simulate, train, sample on the embedded default; figures + metrics in runs/demo
+	$(BIN)/invdiff demo --out runs/demo
+
+bench: install  ## benchmark scripts; results go to docs/results/
+	$(BIN)/pytest benchmarks --benchmark-only
+
+clean:
+	rm -rf $(VENV) runs .benchmarks
