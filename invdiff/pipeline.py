@@ -1,0 +1,205 @@
+"""The stages of an experiment, driven by an :class:`~invdiff.config.ExperimentConfig`.
+
+``run_simulate`` -> ``run_train`` -> ``run_sample`` (``run_run`` does all three). Each stage
+writes into ``output.dir`` and picks up what an earlier (or interrupted) run left there:
+
+```
+<out>/data/train.npz, data/test.npz     simulated pairs (resumable chunks while running)
+<out>/checkpoints/last.pt, final.pt     training state (resume) and the final model
+<out>/training.json                     loss history and the ladder with its reasoning
+<out>/posterior.npz                     samples, mean, std of the held-out measurements
+<out>/metrics.json                      accuracy and cost
+<out>/figures/*.png                     posterior panels, loss curve
+```
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invdiff.config import ExperimentConfig, parse_config
+from invdiff.data import Dataset, load_dataset
+from invdiff.errors import CheckpointError
+from invdiff.io import atomic_write_text
+from invdiff.plugins import create
+
+TEST_SEED_OFFSET = 104_729  # test pairs use another master seed than training pairs
+
+
+def build_problem(cfg: ExperimentConfig) -> tuple[Any, Any, Any]:
+    """Prior, forward model and noise model of the config."""
+    p = cfg.problem
+    return (create("prior", p.prior.name, **p.prior.params),
+            create("forward_model", p.forward_model.name, **p.forward_model.params),
+            create("noise_model", p.noise_model.name, **p.noise_model.params))
+
+
+def _paths(cfg: ExperimentConfig) -> dict[str, Path]:
+    out = cfg.out_dir
+    return {"train": out / "data" / "train.npz", "test": out / "data" / "test.npz",
+            "ckpt_dir": out / "checkpoints", "final": out / "checkpoints" / "final.pt",
+            "history": out / "training.json", "posterior": out / "posterior.npz",
+            "metrics": out / "metrics.json", "figures": out / "figures"}
+
+
+def _simulate(cfg: ExperimentConfig, n: int, seed: int, path: Path, progress: bool) -> Dataset:
+    from invdiff.simulation import simulate
+
+    prior, fwd, noise = build_problem(cfg)
+    spec = cfg.problem.model_dump(mode="json")
+    return simulate(prior, fwd, noise, n=n, chunk_size=cfg.data.chunk_size,
+                    workers=cfg.data.workers, seed=seed, path=path, progress=progress,
+                    spec=spec)
+
+
+def run_simulate(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
+    """Simulate ``n_train + n_val`` training pairs and ``n_test`` held-out pairs."""
+    paths = _paths(cfg)
+    d = cfg.data
+    train = _simulate(cfg, d.n_train + d.n_val, d.seed, paths["train"], progress)
+    test = _simulate(cfg, d.n_test, d.seed + TEST_SEED_OFFSET, paths["test"], progress)
+    return {"train": str(paths["train"]), "n_train_val": len(train),
+            "dropped": train.meta.get("dropped", 0), "test": str(paths["test"]),
+            "n_test": len(test)}
+
+
+def make_ladder(cfg: ExperimentConfig, train: Dataset) -> tuple[torch.Tensor, list[str]]:
+    """The noise ladder: config values where set, NCSNv2 heuristics for the rest."""
+    from invdiff.sigmas import geometric, suggest
+
+    lad = cfg.ladder
+    steps = int(cfg.sampling.sampler.params.get("steps_per_level", 5))
+    sug = suggest(train, sigma_L=lad.sigma_L, steps_per_level=steps)
+    sigma_1 = lad.sigma_1 if lad.sigma_1 is not None else sug.sigma_1
+    n_levels = lad.n_levels if lad.n_levels is not None else sug.n_levels
+    reasoning = list(sug.reasoning)
+    if lad.sigma_1 is not None or lad.n_levels is not None:
+        reasoning.append(f"config sets sigma_1 = {sigma_1:.4g}, L = {n_levels}")
+    return geometric(sigma_1, lad.sigma_L, n_levels), reasoning
+
+
+def build_net(cfg: ExperimentConfig, x_shape: tuple, y_shape: tuple) -> tuple[Any, dict]:
+    """The score net of the config for these shapes, and the spec that rebuilds it."""
+    params = {**cfg.net.params, "x_shape": list(x_shape), "y_shape": list(y_shape)}
+    return create("score_net", cfg.net.name, **params), {"name": cfg.net.name, "params": params}
+
+
+def _datasets(cfg: ExperimentConfig, progress: bool) -> tuple[Dataset, Dataset]:
+    paths = _paths(cfg)
+    if not (paths["train"].exists() and paths["test"].exists()):
+        run_simulate(cfg, progress)
+    return load_dataset(paths["train"]), load_dataset(paths["test"])
+
+
+def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (resuming from ``checkpoints/last.pt`` if an earlier run was interrupted)."""
+    from invdiff.training import Trainer
+
+    paths = _paths(cfg)
+    full, _ = _datasets(cfg, progress)
+    train, val = full.split(cfg.data.n_val) if cfg.data.n_val else (full, None)
+    sigmas, reasoning = make_ladder(cfg, train)
+    net, net_spec = build_net(cfg, full.x_shape, full.y_shape)
+    _, _, noise = build_problem(cfg)
+    trainer = Trainer(net, train, sigmas, cfg.training_config(), val=val, noise_model=noise,
+                      checkpoint_dir=paths["ckpt_dir"], net_spec=net_spec,
+                      experiment=cfg.model_dump(mode="json"), progress=progress)
+    trainer.fit(resume=True)
+    summary = {"steps": trainer.step, "seconds": trainer.history[-1]["seconds"]
+               if trainer.history else None,
+               "val_loss_ema": trainer.history[-1].get("val_loss_ema") if trainer.history
+               else None,
+               "n_levels": len(sigmas), "sigma_1": float(sigmas[0]),
+               "sigma_L": float(sigmas[-1]), "ladder_reasoning": reasoning,
+               "parameters": sum(p.numel() for p in net.parameters()),
+               "history": trainer.history}
+    atomic_write_text(paths["history"], json.dumps(summary, indent=2))
+    if cfg.output.figures and trainer.history:
+        from invdiff.figures import loss_figure
+
+        loss_figure(paths["figures"] / "loss.png", trainer.history)
+    return {k: v for k, v in summary.items() if k != "history"}
+
+
+def run_sample(
+    cfg: ExperimentConfig, checkpoint: str | Path | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Sample the posterior of each held-out measurement; write metrics and figures."""
+    from invdiff.checkpoint import load_model
+    from invdiff.metrics import posterior_metrics, reference_moments
+    from invdiff.posterior import sample_posterior
+
+    paths = _paths(cfg)
+    ckpt = Path(checkpoint) if checkpoint else paths["final"]
+    if not ckpt.exists():
+        raise CheckpointError(f"no trained model at {ckpt}; run `invdiff train CONFIG` first")
+    device = cfg.training_config().device
+    model = load_model(ckpt, device=device)
+    _, test = _datasets(cfg, progress)
+    s = cfg.sampling
+    params = dict(s.sampler.params)
+    gen = torch.Generator(device=model.sigmas.device).manual_seed(s.seed)
+    post = sample_posterior(model, test.y.to(model.sigmas.device), sampler=s.sampler.name,
+                            n=s.n_samples, generator=gen, **params)
+    post.save(paths["posterior"])
+
+    samples = post.samples.cpu()
+    ref = reference_moments(*build_problem(cfg), test.y)
+    ref_mean, ref_std = (ref[0], ref[1]) if ref else (None, None)
+    metrics = posterior_metrics(samples, test.x, ref_mean, ref_std)
+    metrics.update({"sampler": s.sampler.name, "n_samples": s.n_samples,
+                    "n_measurements": len(test), "nfe": post.nfe,
+                    "seconds": post.seconds, "reference": ref[2] if ref else None,
+                    "checkpoint": str(ckpt)})
+    atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2))
+    if cfg.output.figures:
+        from invdiff.figures import posterior_figure
+
+        for m in range(min(len(test), 4)):
+            posterior_figure(
+                paths["figures"] / f"posterior_{m}.png", test.x[m], test.y[m], samples[m],
+                None if ref_mean is None else ref_mean[m],
+                None if ref_std is None else ref_std[m],
+                title=f"{cfg.name}: held-out measurement {m} ({s.sampler.name}, "
+                      f"{post.nfe} score evaluations)")
+    return metrics
+
+
+def run_run(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
+    """All stages: simulate, train, sample."""
+    run_simulate(cfg, progress)
+    run_train(cfg, progress)
+    return run_sample(cfg, progress=progress)
+
+
+def embedded_config(name: str = "demo") -> dict[str, Any]:
+    """An experiment config shipped with invdiff (``invdiff/configs/NAME.toml``)."""
+    text = resources.files("invdiff").joinpath("configs", f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def _deep_update(base: dict[str, Any], over: dict[str, Any]) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def run_demo(out: str | Path = "runs/demo", quick: bool = False,
+             progress: bool = True) -> dict[str, Any]:
+    """The README demo: the embedded default config, end to end. ``quick`` shortens every
+    stage (a smoke test of the whole pipeline, not a meaningful posterior)."""
+    data = embedded_config("demo")
+    data.setdefault("output", {})["dir"] = str(out)
+    overrides = data.pop("quick", {})
+    if quick:
+        _deep_update(data, overrides)
+    cfg = parse_config(data, "invdiff/configs/demo.toml")
+    return run_run(cfg, progress)
