@@ -97,11 +97,12 @@ def dsm_terms(
     """Per-example DSM loss ``1/2 || sigma s(x + sigma z, y, sigma) + z ||^2``: ``(B,)``.
 
     x, z: ``(B, *x_shape)``; y: ``(B, *y_shape)``; sigma: ``(B,)``. Summed over pixels in
-    float32 (also under bf16 autocast).
+    x's dtype, at least float32 (also under bf16 autocast).
     """
     s = sigma.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
     out = score(x + s * z, y, sigma)
-    return 0.5 * (s.float() * out.float() + z.float()).flatten(1).square().sum(1)
+    acc = torch.promote_types(x.dtype, torch.float32)  # bf16 outputs are summed in float32
+    return 0.5 * (s.to(acc) * out.to(acc) + z.to(acc)).flatten(1).square().sum(1)
 
 
 def _draw_dsm(

@@ -74,3 +74,17 @@ def register_score_nets(register):
 #: A plugin object holding only the hook above (registering this whole module would also work,
 #: but a namespace keeps the registered plugin free of the test helpers' other names).
 PLUGIN = SimpleNamespace(register_score_nets=register_score_nets)
+
+
+def gaussian_datasets(problem, n_train: int, n_val: int, seed: int = 0):
+    """Train and validation :class:`~invdiff.data.Dataset` s of a reference problem (physical
+    units, train keeps ``y_clean``), normalised with statistics of the training part."""
+    from invdiff.data import Dataset, Normalization
+
+    g = torch.Generator().manual_seed(seed)
+    x = problem.prior.sample(n_train + n_val, generator=g)
+    y_clean = problem.forward_model(x)
+    y = problem.noise_model(y_clean, generator=g)
+    norm = Normalization.fit(x[:n_train], y[:n_train])
+    train = Dataset(x[:n_train], y[:n_train], norm, y_clean=y_clean[:n_train])
+    return train, Dataset(x[n_train:], y[n_train:], norm)
