@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from invdiff.errors import ConfigError, UnknownComponentError
+from invdiff.training import TrainingConfig  # the trainer's own model: one source of truth
 
 
 class Section(BaseModel):
@@ -96,22 +97,12 @@ class ExperimentConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     net: ComponentSpec
     ladder: LadderConfig = Field(default_factory=LadderConfig)
-    training: dict[str, Any] = Field(default_factory=dict)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
-    @model_validator(mode="after")
-    def _training(self) -> ExperimentConfig:
-        # Validated by the trainer's own model, so the two never drift apart.
-        from invdiff.training import TrainingConfig
-
-        TrainingConfig.model_validate(self.training)
-        return self
-
-    def training_config(self) -> Any:
-        from invdiff.training import TrainingConfig
-
-        return TrainingConfig.model_validate(self.training)
+    def training_config(self) -> TrainingConfig:
+        return self.training
 
     @property
     def out_dir(self) -> Path:

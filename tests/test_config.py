@@ -1,0 +1,79 @@
+"""Experiment configs: TOML loading, errors that point at the field, component checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from invdiff.config import load_config, parse_config
+from invdiff.errors import ConfigError
+from invdiff.pipeline import embedded_config
+
+GOOD = """
+name = "t"
+[problem.prior]
+name = "gaussian-field"
+params = { n = 8 }
+[problem.forward_model]
+name = "blur"
+params = { n = 8 }
+[problem.noise_model]
+name = "gaussian"
+params = { std = 0.1 }
+[net]
+name = "unet"
+[training]
+steps = 10
+lr = 1e-3
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_good_config_loads_with_defaults(tmp_path, fresh_registry):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.problem.prior.params == {"n": 8}
+    assert cfg.data.n_train == 2000 and cfg.sampling.sampler.name == "annealed-langevin"
+    assert cfg.training_config().steps == 10
+
+
+@pytest.mark.parametrize(
+    "edit, pattern",
+    [
+        (("lr = 1e-3", "lr = -1.0"), r"c.toml: training.lr: Input should be greater than 0"),
+        (("steps = 10", "steps = 10\nsteps_typo = 3"), r"training.steps_typo: unknown field"),
+        (('name = "t"', 'name = "t"\n[data]\nn_train = 1'), r"data.n_train: .*greater than or"),
+        (('name = "t"', 'name = "t"\n[ladder]\nsigma_1 = 0.001'), r"ladder: .*must exceed"),
+        (('name = "t"', 'nmae = "t"'), r"c.toml: nmae: unknown field"),
+    ],
+)
+def test_errors_point_at_the_field(tmp_path, edit, pattern, fresh_registry):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(write(tmp_path, GOOD.replace(*edit)))
+
+
+def test_component_names_and_params_are_checked(tmp_path, fresh_registry):
+    bad_name = GOOD.replace('name = "blur"', 'name = "blurr"')
+    with pytest.raises(ConfigError, match=r"problem.forward_model: unknown forward_model 'blurr'"
+                                          r"; available: blur"):
+        load_config(write(tmp_path, bad_name))
+    bad_param = GOOD.replace("params = { std = 0.1 }", "params = { sdt = 0.1 }")
+    with pytest.raises(ConfigError, match=r"(?s)problem.noise_model: .*sdt: unknown parameter"):
+        load_config(write(tmp_path, bad_param))
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="no config file"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "name = = 3"))
+
+
+def test_embedded_demo_config_is_valid(fresh_registry):
+    data = embedded_config("demo")
+    data.pop("quick")
+    cfg = parse_config(data)
+    assert cfg.net.name == "unet"
