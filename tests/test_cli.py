@@ -20,9 +20,9 @@ def run_py(code: str, env=None):
 def test_help_and_plugins_do_not_import_torch(argv):
     code = (
         "import sys\nfrom invdiff.cli import main\n"
-        "try:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'numpy', 'scipy', 'matplotlib') if m in sys.modules]\n"
-        "print('HEAVY', heavy)" % (argv,)
+        "print('HEAVY', heavy)"
     )
     proc = run_py(code)
     assert proc.returncode == 0, proc.stderr
