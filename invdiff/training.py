@@ -225,7 +225,7 @@ class Trainer:
         self.ema = EMA(self.net, cfg.ema_decay)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.step = 0
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, float | None]] = []
         self._seconds = 0.0
         self._acc = [0.0, 0.0, 0]  # loss sum, grad-norm sum, steps since the last history row
         self._epoch_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
@@ -365,7 +365,9 @@ class Trainer:
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                     self._seconds = time.perf_counter() - start
                     row = self._log_row(info["lr"])
-                    bar.set_postfix(loss=f"{row['loss']:.4g}", val=f"{row['val_loss']:.4g}")
+                    val = row["val_loss_ema"]
+                    bar.set_postfix(loss=f"{row['loss']:.4g}",
+                                    val_ema="-" if val is None else f"{val:.4g}")
                 if self.checkpoint_dir is not None and self.step % cfg.checkpoint_every == 0:
                     self._seconds = time.perf_counter() - start
                     self.save(self._ckpt_path("last.pt"))
@@ -393,14 +395,15 @@ class Trainer:
         self._acc[1] += info["grad_norm"]
         self._acc[2] += 1
 
-    def _log_row(self, lr: float) -> dict[str, float]:
+    def _log_row(self, lr: float) -> dict[str, float | None]:
         n = max(self._acc[2], 1)
+        has_val = self.val_data is not None  # None, not nan, keeps the history valid JSON
         row = {
             "step": self.step,
             "loss": self._acc[0] / n,
             "grad_norm": self._acc[1] / n,
-            "val_loss": self.validate(),
-            "val_loss_ema": self.validate(self.ema.module),
+            "val_loss": self.validate() if has_val else None,
+            "val_loss_ema": self.validate(self.ema.module) if has_val else None,
             "lr": lr,
             "seconds": self._seconds,
         }
