@@ -9,6 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from invdiff.data import Dataset
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.reference import make_problem
 from invdiff.sigmas import geometric
@@ -268,6 +269,18 @@ def test_config_and_data_errors(data):
             Trainer(TinyScoreNet(), train, SIGMAS, small_config(device="cuda"), progress=False)
     with pytest.raises(ConfigError, match="checkpoint_dir"):
         trainer(data).fit(resume=True)
+    bad = Dataset(train.x.clone(), train.y.clone(), train.normalization)
+    bad.y[3, 0, 1, 1] = math.nan
+    with pytest.raises(DataError, match="train dataset y contains 1 non-finite"):
+        Trainer(TinyScoreNet(), bad, SIGMAS, small_config(), progress=False)
+
+
+def test_diverging_loss_is_reported(data):
+    tr = trainer(data)
+    with torch.no_grad():
+        tr.net.mlp[-1].bias.fill_(math.inf)
+    with pytest.raises(ConfigError, match="loss became .* at step 0; lower training.lr"):
+        tr.fit()
 
 
 def test_validation_levels_and_fixed_noise(data):
