@@ -14,6 +14,9 @@ def blur_matrix_1d(n: int, blur: float) -> torch.Tensor:
         return torch.eye(n, dtype=torch.float64)
     i = torch.arange(n, dtype=torch.float64)
     k = torch.exp(-((i[:, None] - i[None, :]) ** 2) / (2 * blur**2))
+    # Truncate the far tail (< 1e-12 of the peak, beyond ~7.4 std): it changes nothing
+    # measurable, and float32 denormals from it would slow the matrix product ~40x.
+    k = torch.where(k < 1e-12, torch.zeros_like(k), k)
     return k / k.sum(dim=1, keepdim=True)
 
 
