@@ -46,8 +46,8 @@ def solve_scipy(system: LinearSystem, mu: np.ndarray) -> np.ndarray:
 def _torch_sparse(m, device: torch.device) -> torch.Tensor:
     coo = m.tocoo()
     idx = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(idx, torch.from_numpy(coo.data), coo.shape,
-                                   device=device).coalesce()
+    return torch.sparse_coo_tensor(idx, torch.from_numpy(coo.data), coo.shape, device=device,
+                                   check_invariants=False).coalesce()  # built valid above
 
 
 def solve_torch(system: LinearSystem, mu: torch.Tensor, max_bytes: float = 2**30
