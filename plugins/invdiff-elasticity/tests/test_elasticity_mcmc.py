@@ -1,0 +1,138 @@
+"""Diagnostics on chains with known answers; MCMC reference posterior on known cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from invdiff_elasticity import (
+    CircularInclusionPrior,
+    ElasticityFEM,
+    effective_sample_size,
+    reference_posterior,
+    split_rhat,
+)
+from invdiff_elasticity.mcmc import relative_noise_std, stretch_move
+
+from invdiff.errors import ConfigError, DataError
+
+
+def ar1(phi: float, m: int, n: int, seed: int) -> np.ndarray:
+    """m stationary AR(1) chains x_t = phi x_t-1 + e_t: integrated time (1 + phi) / (1 - phi)."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((m, n))
+    x = np.empty((m, n))
+    x[:, 0] = e[:, 0] / np.sqrt(1 - phi**2)
+    for t in range(1, n):
+        x[:, t] = phi * x[:, t - 1] + e[:, t]
+    return x
+
+
+def test_iid_draws_have_full_ess_and_unit_rhat():
+    draws = np.random.default_rng(0).standard_normal((4, 2000))
+    assert effective_sample_size(draws) == pytest.approx(8000, rel=0.1)
+    assert abs(split_rhat(draws) - 1) < 0.01
+
+
+@pytest.mark.parametrize("phi", [0.5, 0.9])
+def test_ar1_ess_matches_the_integrated_autocorrelation_time(phi):
+    chains = ar1(phi, 4, 20000, seed=1)
+    expected = chains.size * (1 - phi) / (1 + phi)
+    assert effective_sample_size(chains) == pytest.approx(expected, rel=0.15)
+
+
+def test_rhat_flags_chains_that_disagree():
+    draws = np.random.default_rng(2).standard_normal((4, 500))
+    draws[0] += 1.0  # one chain stuck elsewhere
+    assert split_rhat(draws) > 1.1
+    trend = draws[1:] - draws[1:].mean() + np.linspace(0, 3, 500)  # drift within each chain
+    assert split_rhat(trend) > 1.1  # split halves see it
+    both = np.stack([draws, draws * 0 + np.random.default_rng(3).standard_normal((4, 500))], -1)
+    assert split_rhat(both).shape == (2,) and effective_sample_size(both).shape == (2,)
+
+
+def test_stretch_move_samples_a_correlated_gaussian():
+    cov = np.array([[1.0, 0.9], [0.9, 1.0]])
+    prec, mean = np.linalg.inv(cov), np.array([1.0, -2.0])
+
+    def log_prob(t):
+        d = t - mean
+        return -0.5 * np.einsum("ki,ij,kj->k", d, prec, d)
+
+    rng = np.random.default_rng(4)
+    chain, acc = stretch_move(log_prob, rng.standard_normal((20, 2)), 3000, rng)
+    draws = chain[500:].reshape(-1, 2)
+    ess = effective_sample_size(chain[500:].transpose(1, 0, 2))
+    np.testing.assert_allclose(draws.mean(0), mean, atol=5 / np.sqrt(ess.min()))
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.1)
+    assert 0.2 < acc[500:].mean() < 0.9
+
+
+@pytest.fixture(scope="module")
+def contrast_only():
+    """Centre and radius fixed: a 1-parameter posterior over the contrast, known on a grid."""
+    n = 10
+    prior = CircularInclusionPrior(n=n, centre_range=(0.5, 0.5), radius_range=(0.2, 0.2),
+                                   contrast_range=(1.5, 6.0))
+    fem = ElasticityFEM(grid=n)
+    truth = torch.tensor([[0.5, 0.5, 0.2, 3.0]], dtype=torch.float64)
+    y_clean = fem(prior.field_from_params(truth, torch.float64))
+    s = relative_noise_std(y_clean, 0.01)
+    y = y_clean + s * torch.randn(y_clean.shape, generator=torch.Generator().manual_seed(5),
+                                  dtype=torch.float64)
+    grid = torch.linspace(1.5, 6.0, 1501, dtype=torch.float64)
+    theta = torch.cat([truth[:, :3].expand(len(grid), 3), grid[:, None]], 1)
+    loglik = -0.5 * (fem(prior.field_from_params(theta, torch.float64)) - y).flatten(1).square(
+        ).sum(1) / s**2
+    w = torch.softmax(loglik, 0)  # uniform prior on the grid
+    mean = float((w * grid).sum())
+    std = float((w * (grid - mean) ** 2).sum().sqrt())
+    return prior, fem, y, s, mean, std
+
+
+def test_reference_posterior_matches_grid_posterior(contrast_only):
+    prior, fem, y, s, mean, std = contrast_only
+    assert 0.05 < std < 1.0  # informative but not degenerate: a meaningful comparison
+    res = reference_posterior(y[0], s, prior, fem, n_steps=1000, n_walkers=8, seed=0)
+    c = res.params[:, 3].numpy()
+    assert np.all(res.params[:, :3].numpy() == [0.5, 0.5, 0.2])  # fixed stay fixed
+    assert res.ess[3] > 100 and res.rhat[3] < 1.1 and np.isnan(res.rhat[0])
+    assert c.mean() == pytest.approx(mean, abs=4 * std / np.sqrt(res.ess[3]))
+    assert c.std() == pytest.approx(std, rel=0.2)  # SE of a std: ~1/sqrt(2 ESS)
+    # the pushed-forward fields: mu = 1 + (contrast - 1) * area fraction, linear in contrast
+    frac = prior.field_from_params(torch.tensor([0.5, 0.5, 0.2, 2.0]), torch.float64)[0, 0] - 1
+    torch.testing.assert_close(res.mean_field, 1 + (float(c.mean()) - 1) * frac, rtol=0,
+                               atol=1e-9)
+    torch.testing.assert_close(res.std_field, float(c.std(ddof=1)) * frac, rtol=1e-3,
+                               atol=1e-9)
+    assert res.n_forward_solves >= 8 * 1000 and res.seconds > 0
+    assert res.chain.shape == (1000, 8, 4)
+
+
+def test_low_noise_posterior_concentrates_at_the_truth():
+    n = 10
+    prior, fem = CircularInclusionPrior(n=n), ElasticityFEM(grid=n)
+    truth = torch.tensor([0.42, 0.61, 0.16, 3.5], dtype=torch.float64)
+    y_clean = fem(prior.field_from_params(truth, torch.float64))
+    s = relative_noise_std(y_clean, 0.001)
+    y = y_clean + s * torch.randn(y_clean.shape, generator=torch.Generator().manual_seed(6),
+                                  dtype=torch.float64)
+    res = reference_posterior(y, s, prior, fem, n_steps=200, n_walkers=12, seed=1)
+    mean, std = res.params.mean(0), res.params.std(0)
+    widths = prior.bounds[:, 1] - prior.bounds[:, 0]
+    assert bool((std < 0.02 * widths).all()), std
+    assert bool(((mean - truth).abs() < 6 * std + 1e-3 * widths).all()), (mean, truth, std)
+    x_true = prior.field_from_params(truth, torch.float64)[0, 0]
+    assert float((res.mean_field - x_true).abs().mean()) < 0.05
+
+
+def test_reference_posterior_input_errors(contrast_only):
+    prior, fem, y, s, _, _ = contrast_only
+    with pytest.raises(DataError, match="one measurement"):
+        reference_posterior(torch.ones(2, 1, 10, 10), s, prior, fem, n_steps=2)
+    with pytest.raises(DataError, match="noise_std"):
+        reference_posterior(y, 0.0, prior, fem, n_steps=2)
+    with pytest.raises(ConfigError, match="n_walkers"):
+        reference_posterior(y, s, prior, fem, n_steps=4, n_walkers=3)
+    with pytest.raises(ConfigError, match="burn_in"):
+        reference_posterior(y, s, prior, fem, n_steps=4, burn_in=4)
