@@ -7,12 +7,17 @@ solves with scipy's sparse direct solver (SuperLU); both do the whole field -> d
 (assembly + factorisation + solve) per field, with everything that depends only on the grid
 built once beforehand. Prints a Markdown table; ``--write`` also writes docs/results/fem.md.
 
-    .venv/bin/python benchmarks/bench_fem.py [--grids 32 64 128] [--fields 8] [--write]
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_fem.py \
+        [--grids 32 64 128] [--fields 8] [--repeats 3] [--write]
+
+(one BLAS thread: both solvers are then compared single-threaded, and timings on a shared,
+loaded machine stay sane).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -21,69 +26,26 @@ from pathlib import Path
 import numpy as np
 import torch
 from invdiff_elasticity import ElasticityFEM, LognormalFieldPrior
+from invdiff_elasticity.oracle import SkfemElasticity
 
 COMPRESSION = 0.01
 
 
-class SkfemElasticity:
-    """The same boundary-value problem in scikit-fem (an independent implementation)."""
-
-    def __init__(self, n: int) -> None:
-        import skfem
-        from skfem.helpers import ddot, eye, sym_grad, trace
-
-        self.skfem, self.n = skfem, n
-        self.mesh = skfem.MeshQuad.init_tensor(np.linspace(0, 1, n + 1), np.linspace(0, 1, n + 1))
-        self.basis = skfem.Basis(self.mesh, skfem.ElementVector(skfem.ElementQuad1()), intorder=2)
-        self.basis0 = self.basis.with_element(skfem.ElementQuad0())
-
-        @skfem.BilinearForm
-        def stiffness(u, v, w):
-            eps = sym_grad(u)
-            return ddot(2.0 * w["mu"] * (eps + eye(trace(eps), 2)), sym_grad(v))
-
-        self.form = stiffness
-        p = self.mesh.p
-        centres = p[:, self.mesh.t].mean(axis=1)  # (2, n_el)
-        # our element (row from top, column from left) for each scikit-fem element
-        self.el_row = np.floor((1 - centres[1]) * n).astype(int)
-        self.el_col = np.floor(centres[0] * n).astype(int)
-        nd = self.basis.nodal_dofs  # (2, n_nodes): u_x, u_y dof of each node
-        bottom, top = np.isclose(p[1], 0), np.isclose(p[1], 1)
-        corner = bottom & np.isclose(p[0], 0)
-        self.top_uy = nd[1, top]
-        self.fixed = np.concatenate([nd[1, bottom], nd[0, corner], self.top_uy])
-        # our node (row i from top, column j) for each scikit-fem node
-        self.node_i = np.rint((1 - p[1]) * n).astype(int)
-        self.node_j = np.rint(p[0] * n).astype(int)
-
-    def displacement(self, mu: np.ndarray) -> np.ndarray:
-        """(2, n+1, n+1) in our layout for mu (n, n) in our layout."""
-        sk = self.skfem
-        mu_field = self.basis0.interpolate(mu[self.el_row, self.el_col])
-        k = sk.asm(self.form, self.basis, mu=mu_field)
-        x = self.basis.zeros()
-        x[self.top_uy] = -COMPRESSION
-        u = sk.solve(*sk.condense(k, x=x, D=self.fixed))
-        out = np.empty((2, self.n + 1, self.n + 1))
-        nd = self.basis.nodal_dofs
-        out[0, self.node_i, self.node_j] = u[nd[0]]
-        out[1, self.node_i, self.node_j] = u[nd[1]]
-        return out
-
-
-def rate(fn, items, repeats: int = 2) -> float:
-    """Best-of-``repeats`` solves per second of ``fn`` over ``items``."""
-    best = float("inf")
+def best_rates(jobs: dict, repeats: int) -> dict:
+    """Best-of-``repeats`` solves per second of each job ``name: (fn, calls, n_solves)`` (fn
+    applied to each item of ``calls``, ``n_solves`` fields in all), the jobs timed in turn within
+    each repeat so that load changes hit them alike."""
+    best = dict.fromkeys(jobs, float("inf"))
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for it in items:
-            fn(it)
-        best = min(best, time.perf_counter() - t0)
-    return len(items) / best
+        for name, (fn, calls, _) in jobs.items():
+            t0 = time.perf_counter()
+            for arg in calls:
+                fn(arg)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: jobs[name][2] / best[name] for name in jobs}
 
 
-def run(grids: list[int], n_fields: int) -> list[dict]:
+def run(grids: list[int], n_fields: int, repeats: int) -> list[dict]:
     try:
         import skfem  # noqa: F401
         has_skfem = True
@@ -97,15 +59,17 @@ def run(grids: list[int], n_fields: int) -> list[dict]:
         mus = prior.sample(n_fields, generator=torch.Generator().manual_seed(n))[:, 0].numpy()
         fem = ElasticityFEM(grid=n, compression=COMPRESSION)
         fem.displacement(mus[0])  # build the cached operators outside the timing
-        ours = rate(fem.displacement, list(mus))
-        batched = rate(fem.displacement, [mus]) * n_fields
-        row = {"N": n, "dofs": 2 * (n + 1) ** 2, "ours": ours, "ours_batch": batched}
+        jobs = {"ours": (fem.displacement, list(mus), n_fields),
+                "ours_batch": (fem.displacement, [mus], n_fields)}
         if has_skfem:
-            sk = SkfemElasticity(n)
-            theirs = rate(sk.displacement, list(mus))
-            diff = max(float(np.abs(sk.displacement(m) - fem.displacement(m)[0].numpy()).max())
-                       for m in mus[:2])
-            row.update(skfem=theirs, speedup=ours / theirs, maxdiff=diff)
+            sk = SkfemElasticity(n, COMPRESSION)
+            jobs["skfem"] = (sk.displacement, list(mus), n_fields)
+        row = {"N": n, "dofs": 2 * (n + 1) ** 2, **best_rates(jobs, repeats)}
+        if has_skfem:
+            row["speedup"] = row["ours"] / row["skfem"]
+            row["maxdiff"] = max(
+                float(np.abs(sk.displacement(m) - fem.displacement(m)[0].numpy()).max())
+                for m in mus[:2])
         rows.append(row)
         print(_line(row), flush=True)
     return rows
@@ -125,12 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--fields", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--write", action="store_true", help="write docs/results/fem.md")
     args = ap.parse_args(argv)
     print(HEADER)
-    rows = run(args.grids, args.fields)
+    rows = run(args.grids, args.fields, args.repeats)
     if args.write:
-        cmd = "nice .venv/bin/python benchmarks/bench_fem.py " + " ".join(argv or sys.argv[1:])
+        env = " ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+                       if k in os.environ)
+        cmd = f"{env} nice .venv/bin/python benchmarks/bench_fem.py " + " ".join(
+            argv or sys.argv[1:])
         table = "\n".join([HEADER] + [_line(r) for r in rows])
         path = Path(__file__).resolve().parents[1] / "docs" / "results" / "fem.md"
         path.write_text(

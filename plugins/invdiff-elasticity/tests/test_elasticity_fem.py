@@ -222,3 +222,17 @@ def test_bad_options_are_config_errors():
         invdiff.create("forward_model", "elasticity-fem", grid=0)
     with pytest.raises(DataError, match="x_shape"):
         ElasticityFEM(grid=4).output_shape((1, 5, 5))
+
+
+def test_agrees_with_scikit_fem():
+    # an independent code (own mesh, numbering, quadrature, assembly) on the same problem
+    pytest.importorskip("skfem")
+    from invdiff_elasticity.oracle import SkfemElasticity
+
+    n = 12
+    m = random_mu(n, 2, seed=4)
+    ours = ElasticityFEM(grid=n, compression=0.02).displacement(m).numpy()
+    oracle = SkfemElasticity(n, compression=0.02)
+    for i in range(2):
+        np.testing.assert_allclose(oracle.displacement(m[i].numpy()), ours[i], rtol=0,
+                                   atol=1e-15)
