@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from invdiff.reference.params import Params
 
-Range = tuple[float, float]
 
-
-def _ordered(v: Range) -> Range:
+def _ordered(v: tuple[float, float], positive: bool) -> tuple[float, float]:
     if v[0] > v[1]:
         raise ValueError(f"range {v} must be (low, high) with low <= high")
+    if v[0] < 0 or (positive and v[0] == 0):
+        raise ValueError(f"range {v} must be {'positive' if positive else 'non-negative'}")
     return v
+
+
+#: (low, high) with 0 <= low <= high (geometry), or 0 < low <= high (contrasts)
+Range = Annotated[tuple[float, float], AfterValidator(lambda v: _ordered(v, False))]
+PositiveRange = Annotated[tuple[float, float], AfterValidator(lambda v: _ordered(v, True))]
 
 
 class ElasticityFEMParams(Params):
@@ -38,38 +43,18 @@ class _InclusionParams(Params):
     subsamples: int = Field(8, ge=1, le=64, description="area sub-samples per element side")
     dtype: Literal["float32", "float64"] = "float32"
 
-    @field_validator("centre_range", "radius_range")
-    @classmethod
-    def _check_range(cls, v: Range) -> Range:
-        if v[0] < 0:
-            raise ValueError(f"range {v} must be non-negative")
-        return _ordered(v)
-
 
 class CircularInclusionParams(_InclusionParams):
-    contrast_range: Range = Field((2.0, 5.0), description="inclusion / background modulus")
-
-    @field_validator("contrast_range")
-    @classmethod
-    def _positive(cls, v: Range) -> Range:
-        if v[0] <= 0:
-            raise ValueError(f"contrast range {v} must be positive")
-        return _ordered(v)
+    contrast_range: PositiveRange = Field((2.0, 5.0), description="inclusion / background "
+                                          "modulus")
 
 
 class MultiInclusionParams(_InclusionParams):
     min_inclusions: int = Field(1, ge=1)
     max_inclusions: int = Field(3, ge=1, le=16)
-    stiff_contrast_range: Range = (2.0, 5.0)
-    soft_contrast_range: Range = (0.2, 0.5)
+    stiff_contrast_range: PositiveRange = (2.0, 5.0)
+    soft_contrast_range: PositiveRange = (0.2, 0.5)
     p_stiff: float = Field(0.5, ge=0, le=1, description="probability that a disc is stiff")
-
-    @field_validator("stiff_contrast_range", "soft_contrast_range")
-    @classmethod
-    def _positive(cls, v: Range) -> Range:
-        if v[0] <= 0:
-            raise ValueError(f"contrast range {v} must be positive")
-        return _ordered(v)
 
 
 class LognormalFieldParams(Params):

@@ -236,3 +236,12 @@ def test_agrees_with_scikit_fem():
     for i in range(2):
         np.testing.assert_allclose(oracle.displacement(m[i].numpy()), ours[i], rtol=0,
                                    atol=1e-15)
+
+
+def test_registration_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, invdiff_elasticity, invdiff_elasticity.plugin, invdiff_elasticity.params;"
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
