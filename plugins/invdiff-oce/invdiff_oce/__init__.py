@@ -1,0 +1,37 @@
+"""invdiff plugin for compression optical coherence elastography (OCE) of tumour spheroids.
+
+* prior ``tumour-spheroid``: :class:`TumourSpheroidPrior`, shear modulus (kPa) of an elliptical
+  spheroid (stiff rim, soft necrotic core) in a hydrogel under a compliant layer;
+* forward model ``oce-phase``: :class:`OCEPhaseForward`, plane-strain FEM (elasticity plugin)
+  then the OCT phase difference 4 pi n u_z / lambda_0, wrapped to (-pi, pi];
+* noise model ``oce-phase-noise``: :class:`OCEPhaseNoise`, speckle- and depth-dependent OCT
+  phase noise with strain-induced decorrelation;
+* :mod:`invdiff_oce.algebraic`: the conventional estimate modulus = stress / strain with the
+  stress read from the compliant layer.
+
+Attributes load lazily so that listing plugins never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TumourSpheroidPrior": "invdiff_oce.spheroid",
+    "OCEPhaseForward": "invdiff_oce.forward",
+    "OCEPhaseNoise": "invdiff_oce.noise",
+    "algebraic_estimate": "invdiff_oce.algebraic",
+    "wrap": "invdiff_oce.phase",
+    "axial_phase_gradient": "invdiff_oce.phase",
+    "phase_resultant": "invdiff_oce.circular",
+    "circular_std": "invdiff_oce.circular",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'invdiff_oce' has no attribute {name!r}")

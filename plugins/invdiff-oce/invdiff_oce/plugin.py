@@ -1,0 +1,24 @@
+"""Registers the OCE components (torch-free: factories are import strings)."""
+
+from __future__ import annotations
+
+from invdiff.hookspecs import hookimpl
+from invdiff_oce.params import OCEPhaseNoiseParams, OCEPhaseParams, TumourSpheroidParams
+
+
+@hookimpl
+def register_priors(register):
+    register("tumour-spheroid", "invdiff_oce.spheroid:TumourSpheroidPrior", TumourSpheroidParams,
+             "elliptical spheroid (stiff rim, soft core) in a hydrogel under a compliant layer")
+
+
+@hookimpl
+def register_forward_models(register):
+    register("oce-phase", "invdiff_oce.forward:OCEPhaseForward", OCEPhaseParams,
+             "plane-strain FEM compression, OCT phase difference wrapped to (-pi, pi]")
+
+
+@hookimpl
+def register_noise_models(register):
+    register("oce-phase-noise", "invdiff_oce.noise:OCEPhaseNoise", OCEPhaseNoiseParams,
+             "speckle/SNR-dependent OCT phase noise with strain decorrelation")
