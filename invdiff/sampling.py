@@ -136,6 +136,12 @@ class Chains:
     def move(self, x_new: torch.Tensor, what: str = "") -> None:
         """Accept the new states; stop with :class:`SamplingError` if any chain diverged."""
         self.step += 1
+        # one cheap reduction per move; the per-chain search runs only when something is off
+        if not bool(torch.isfinite(x_new.sum())):
+            self._diverged(x_new, what)
+        self.x = x_new
+
+    def _diverged(self, x_new: torch.Tensor, what: str) -> None:
         bad = ~torch.isfinite(x_new.flatten(1)).all(dim=1)
         if bool(bad.any()):
             first = int(bad.nonzero()[0, 0])
@@ -144,16 +150,15 @@ class Chains:
                 "the final denoising step"
                 if what == "denoise"
                 else f"noise level {i + 1} of {self.n_levels} (index {i}, sigma = "
-                f"{self.sigma(i):.4g}), step {self.step} of that level"
+                f"{self.sigma(i):.4g}), step {self.step} of that level ({what})"
             )
             raise SamplingError(
-                f"{int(bad.sum())} of {x_new.shape[0]} chains became NaN or Inf at {where}"
-                f"{' (' + what + ')' if what and what != 'denoise' else ''}; the first is sample "
-                f"{first % self.n_samples} of measurement {first // self.n_samples}. Use a "
+                f"{int(bad.sum())} of {x_new.shape[0]} chains became NaN or Inf at {where}; "
+                f"the first is sample {first % self.n_samples} of measurement "
+                f"{first // self.n_samples}. Use a "
                 f"smaller step size (eps / snr), check the score model on this sigma range, "
                 f"or start the ladder at a sigma the model was trained on."
             )
-        self.x = x_new
 
     def langevin(self, sigma: float, step_size: StepSize) -> None:
         r"""One Langevin step at noise level sigma: :math:`x \leftarrow x + a s + \sqrt{2a} z`.
