@@ -136,3 +136,20 @@ def test_reference_posterior_input_errors(contrast_only):
         reference_posterior(y, s, prior, fem, n_steps=4, n_walkers=3)
     with pytest.raises(ConfigError, match="burn_in"):
         reference_posterior(y, s, prior, fem, n_steps=4, burn_in=4)
+
+
+@pytest.mark.slow
+def test_four_parameter_reference_converges():
+    # the full 4-parameter problem at moderate noise: the diagnostics must report convergence
+    # and the truth must lie inside the posterior's central 99.9 % range of each parameter
+    n = 16
+    prior, fem = CircularInclusionPrior(n=n), ElasticityFEM(grid=n)
+    truth = torch.tensor([0.35, 0.55, 0.14, 2.5], dtype=torch.float64)
+    y_clean = fem(prior.field_from_params(truth, torch.float64))
+    s = relative_noise_std(y_clean, 0.01)
+    y = y_clean + s * torch.randn(y_clean.shape, generator=torch.Generator().manual_seed(7),
+                                  dtype=torch.float64)
+    res = reference_posterior(y, s, prior, fem, n_steps=3000, n_walkers=16, seed=2)
+    assert bool((res.rhat < 1.05).all()) and bool((res.ess > 200).all()), (res.rhat, res.ess)
+    lo, hi = torch.quantile(res.params, torch.tensor([5e-4, 1 - 5e-4], dtype=torch.float64), 0)
+    assert bool(((truth > lo) & (truth < hi)).all()), (lo, truth, hi)
