@@ -143,7 +143,7 @@ def run_sample(
     model = load_model(ckpt, device=device)
     _, test = _datasets(cfg, progress)
     s = cfg.sampling
-    params = dict(s.sampler.params)
+    params = _with_progress("sampler", s.sampler.name, dict(s.sampler.params), progress)
     gen = torch.Generator(device=model.sigmas.device).manual_seed(s.seed)
     post = sample_posterior(model, test.y.to(model.sigmas.device), sampler=s.sampler.name,
                             n=s.n_samples, generator=gen, **params)
@@ -169,6 +169,16 @@ def run_sample(
                 title=f"{cfg.name}: held-out measurement {m} ({s.sampler.name}, "
                       f"{post.nfe} score evaluations)")
     return metrics
+
+
+def _with_progress(kind: str, name: str, params: dict[str, Any], progress: bool) -> dict:
+    """Pass the progress switch on to a component whose parameters have one."""
+    from invdiff.plugins import get_registry
+
+    model = get_registry().get(kind, name).params
+    if model is not None and "progress" in model.model_fields:
+        params.setdefault("progress", progress)
+    return params
 
 
 def run_run(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
