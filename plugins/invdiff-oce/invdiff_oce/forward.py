@@ -94,7 +94,9 @@ class OCEPhaseForward(ForwardModel):
         return (1, self.grid, self.grid)
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
-        return as_batch(x, (1, self.grid, self.grid), "x (shear modulus field in kPa)")
+        # a black box: the FEM runs outside autograd, so an x that requires grad is detached
+        # (the output carries no graph) instead of failing inside numpy
+        return as_batch(x, (1, self.grid, self.grid), "x (shear modulus field in kPa)").detach()
 
     def __repr__(self) -> str:
         return (f"OCEPhaseForward(grid={self.grid}, domain_um={self.domain_um}, "
