@@ -173,14 +173,14 @@ def reference_posterior(
     init_factor: int = 4,
     init_scale: float = 1e-3,
     max_field_samples: int = 4000,
-    torch_threads_: int | None = 1,
+    threads: int | None = 1,
     progress: bool = False,
 ) -> MCMCResult:
     """Sample p(theta | y) (see the module docstring) and push the draws to field statistics.
 
     y: one measurement of shape ``fem.output_shape(prior.shape)`` (a leading 1 is allowed);
     noise_std: absolute std s of the Gaussian noise. ``burn_in`` defaults to n_steps // 2.
-    ``torch_threads_``: torch intra-op threads while sampling (restored after; None: as is).
+    ``threads``: torch intra-op threads while sampling (restored after; None: as is).
     """
     t0 = time.perf_counter()
     post = InclusionPosterior(y, noise_std, prior, fem)
@@ -189,7 +189,7 @@ def reference_posterior(
     if not 0 <= burn < n_steps:
         raise ConfigError(f"burn_in={burn} must lie in [0, n_steps={n_steps})")
     free = post.free
-    with torch_threads(torch_threads_):
+    with torch_threads(threads):
         start = initial_walkers(post, n_walkers, rng, init, init_factor, init_scale)
         n_init = post.n_solves
         chain_free, accepted = stretch_move(post, start, n_steps, rng, progress=progress)
@@ -199,7 +199,7 @@ def reference_posterior(
     rhat[free], ess[free] = split_rhat(walkers_first), effective_sample_size(walkers_first)
     draws = post.full(kept.reshape(-1, len(free)))
     stride = max(1, len(draws) // max_field_samples)
-    with torch_threads(torch_threads_):
+    with torch_threads(threads):
         x = prior.field_from_params(torch.from_numpy(draws[::stride]), torch.float64)[:, 0]
     chain = np.stack([post.full(c) for c in chain_free])
     return MCMCResult(
