@@ -1,0 +1,235 @@
+"""Tumour-spheroid OCE end to end: simulate, train a conditional U-Net score, sample held-out
+posteriors, and compare the cSDM posterior mean with the truth and with the algebraic estimate.
+
+    nice .venv/bin/python benchmarks/oce_end_to_end.py                  # configs/oce-spheroid.toml
+    nice .venv/bin/python benchmarks/oce_end_to_end.py --quick          # smoke test (seconds)
+    nice .venv/bin/python benchmarks/oce_end_to_end.py --figures docs/results/oce
+
+Stages 1-2 are the core pipeline (``invdiff.pipeline.run_simulate`` / ``run_train``, resumable:
+rerunning continues an interrupted run). Stage 3 draws its own held-out cases with their prior
+parameters (the spheroid's true outline is needed for the geometry metrics): half of them with a
+wrapped phase, half without. Metrics, over the sample body below the compliant layer:
+
+* RMSE (kPa) and relative RMSE of the estimate;
+* spheroid modulus: relative error of the mean modulus over the true spheroid (area >= 1/2);
+* gel modulus: relative error of the body's median (the gel is most of it);
+* IoU of the thresholded inclusion, |log(mu / median)| > log(1.25), estimate vs truth;
+* for the posterior: mean std and the coverage of the central 90% interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from invdiff.config import ExperimentConfig, load_config
+from invdiff.pipeline import _paths, build_problem, run_simulate, run_train
+
+ROOT = Path(__file__).resolve().parents[1]
+HELD_OUT_SEED = 20_240_601
+THRESHOLD = math.log(1.25)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "oce-spheroid.toml"))
+    ap.add_argument("--out", default=None, help="run folder (default: the config's output.dir)")
+    ap.add_argument("--steps", type=int, default=None, help="override training.steps")
+    ap.add_argument("--cases", type=int, default=8, help="held-out measurements (even)")
+    ap.add_argument("--samples", type=int, default=None, help="posterior samples per case")
+    ap.add_argument("--figures", default=None, help="folder for the PNGs (e.g. docs/results/oce)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="tiny run: checks the script works")
+    return ap.parse_args(argv)
+
+
+def configure(args: argparse.Namespace) -> ExperimentConfig:
+    cfg = load_config(args.config)
+    data = cfg.model_dump()
+    if args.out:
+        data["output"]["dir"] = args.out
+    if args.steps:
+        data["training"]["steps"] = args.steps
+    if args.samples:
+        data["sampling"]["n_samples"] = args.samples
+    if args.quick:
+        data["output"]["dir"] = args.out or "runs/oce-quick"
+        data["data"].update(n_train=128, n_val=32, n_test=2)
+        data["training"].update(steps=10, batch_size=16, val_every=5, checkpoint_every=5)
+        data["sampling"]["n_samples"] = 4
+        data["ladder"]["n_levels"] = 5
+    return ExperimentConfig.model_validate(data)
+
+
+# -- held-out cases --------------------------------------------------------------------------
+def held_out(cfg: ExperimentConfig, n_cases: int) -> dict[str, torch.Tensor]:
+    """``n_cases`` fresh pairs, the first half with a wrapped phase, the second without."""
+    prior, fwd, noise = build_problem(cfg)
+    g = torch.Generator().manual_seed(HELD_OUT_SEED)
+    x, params = prior.sample_with_params(16 * n_cases, generator=g)
+    phase = fwd.unwrapped_phase(x)
+    wraps = phase.abs().flatten(1).amax(1) > math.pi
+    half = n_cases // 2
+    pick = torch.cat([torch.nonzero(wraps)[:half, 0], torch.nonzero(~wraps)[:half, 0]])
+    x, params = x[pick], params[pick]
+    y_clean = fwd(x)
+    return {"x": x, "params": params, "y_clean": y_clean, "y": noise(y_clean, generator=g),
+            "wraps": wraps[pick], "mask": prior.inclusion_mask(params) >= 0.5}
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def inclusion_map(mu: torch.Tensor, rows: int) -> torch.Tensor:
+    """Pixels of the body (below the layer) whose modulus differs from the body's median by
+    more than 25% in either direction: ``(M, 1, N-rows, N)`` bool."""
+    body = mu[:, :, rows:].double()
+    med = body.flatten(1).median(1).values.view(-1, 1, 1, 1)
+    return (body / med).log().abs() > THRESHOLD
+
+
+def estimate_metrics(est: torch.Tensor, case: dict[str, torch.Tensor], rows: int
+                     ) -> dict[str, torch.Tensor]:
+    """Per-case metrics of an estimate ``(M, 1, N, N)`` (see the module docstring)."""
+    truth, mask = case["x"].double()[:, :, rows:], case["mask"][:, :, rows:]
+    e = est.double()[:, :, rows:]
+    err = (e - truth).flatten(1)
+    rmse = err.square().mean(1).sqrt()
+    spheroid = lambda f: (f * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)
+    gel = lambda f: f.flatten(1).median(1).values
+    a, b = inclusion_map(est, rows), inclusion_map(case["x"], rows)
+    iou = (a & b).flatten(1).sum(1) / (a | b).flatten(1).sum(1).clamp_min(1)
+    return {"rmse_kpa": rmse, "rel_rmse": rmse / truth.flatten(1).square().mean(1).sqrt(),
+            "spheroid_rel_err": (spheroid(e) - spheroid(truth)).abs() / spheroid(truth),
+            "gel_rel_err": (gel(e) - gel(truth)).abs() / gel(truth), "iou": iou.double()}
+
+
+def posterior_extras(samples: torch.Tensor, case: dict[str, torch.Tensor], rows: int
+                     ) -> dict[str, torch.Tensor]:
+    """Mean posterior std (kPa) and 90% coverage per case, over the body."""
+    from invdiff.metrics import coverage
+
+    s = samples[:, :, :, rows:]
+    t = case["x"][:, :, rows:]
+    return {"post_std_kpa": s.double().std(1).flatten(1).mean(1),
+            "coverage_90": torch.tensor([coverage(s[m:m + 1], t[m:m + 1], 0.9)
+                                         for m in range(len(t))], dtype=torch.float64)}
+
+
+def summarise(per_case: dict[str, torch.Tensor], wraps: torch.Tensor) -> dict[str, dict]:
+    """Means over all cases, wrapped ones and unwrapped ones."""
+    groups = {"all": torch.ones_like(wraps), "wrapped": wraps, "unwrapped": ~wraps}
+    return {g: {k: float(v[sel].mean()) for k, v in per_case.items()}
+            for g, sel in groups.items() if bool(sel.any())}
+
+
+# -- figures ---------------------------------------------------------------------------------
+def cases_figure(path: Path, case: dict, alg: torch.Tensor, mean: torch.Tensor,
+                 std: torch.Tensor) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = len(case["x"])
+    fig, axes = plt.subplots(m, 5, figsize=(10, 2.0 * m), squeeze=False)
+    titles = ["truth (kPa)", "wrapped phase (rad)", "algebraic (kPa)", "cSDM mean (kPa)",
+              "cSDM std (kPa)"]
+    for i in range(m):
+        lo, hi = float(case["x"][i].min()), float(case["x"][i].max())
+        panels = [(case["x"][i, 0], "viridis", lo, hi), (case["y"][i, 0], "twilight", -math.pi,
+                  math.pi), (alg[i, 0], "viridis", lo, hi), (mean[i, 0], "viridis", lo, hi),
+                  (std[i, 0], "magma", 0, None)]
+        for j, (img, cmap, vmin, vmax) in enumerate(panels):
+            ax = axes[i, j]
+            im = ax.imshow(img.cpu().numpy(), cmap=cmap, vmin=vmin, vmax=vmax)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=9)
+        axes[i, 0].set_ylabel(f"case {i} ({'wrapped' if case['wraps'][i] else 'no wrap'})",
+                              fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
+# -- main ------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = configure(args)
+    from invdiff_oce.algebraic import algebraic_estimate, layer_rows
+
+    from invdiff.checkpoint import load_model
+    from invdiff.posterior import sample_posterior
+
+    timings = {}
+    t0 = time.perf_counter()
+    sim = run_simulate(cfg, progress=False)
+    timings["simulate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train = run_train(cfg, progress=False)
+    timings["train_s"] = time.perf_counter() - t0
+
+    prior_params = cfg.problem.prior.params
+    thickness = prior_params.get("layer_thickness", 0.125)
+    layer_mod = prior_params.get("layer_modulus", 1.0)
+    case = held_out(cfg, args.cases)
+    rows = layer_rows(case["x"].shape[-1], thickness)
+    model = load_model(_paths(cfg)["final"], device="cpu")
+    s = cfg.sampling
+    post = sample_posterior(model, case["y"], sampler=s.sampler.name, n=s.n_samples,
+                            generator=torch.Generator().manual_seed(s.seed),
+                            progress=False, **s.sampler.params)
+    alg = algebraic_estimate(case["y"], layer_mod, thickness)
+    alg_clean = algebraic_estimate(case["y_clean"], layer_mod, thickness)
+
+    per_case = {"csdm": {**estimate_metrics(post.mean, case, rows),
+                         **posterior_extras(post.samples, case, rows)},
+                "algebraic": estimate_metrics(alg, case, rows),
+                "algebraic_noise_free": estimate_metrics(alg_clean, case, rows)}
+    result = {"config": args.config, "steps": train["steps"], "n_train": sim["n_train_val"],
+              "parameters": train["parameters"], "n_levels": train["n_levels"],
+              "sigma_1": train["sigma_1"], "val_loss_ema": train["val_loss_ema"],
+              "nfe": post.nfe, "sample_s": post.seconds, "n_samples": s.n_samples,
+              **timings,
+              "summary": {k: summarise(v, case["wraps"]) for k, v in per_case.items()},
+              "per_case": {k: {m: v.tolist() for m, v in d.items()} for k, d in per_case.items()},
+              "wraps": case["wraps"].tolist()}
+    out = cfg.out_dir / "oce_end_to_end.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(table(result))
+    if args.figures:
+        figs = Path(args.figures)
+        cases_figure(figs / "cases.png", case, alg, post.mean, post.std)
+        loss = _paths(cfg)["figures"] / "loss.png"
+        if loss.exists():
+            (figs / "loss.png").write_bytes(loss.read_bytes())
+    return result
+
+
+def table(result: dict) -> str:
+    """Markdown table of the summary (method x group)."""
+    cols = ["rmse_kpa", "rel_rmse", "spheroid_rel_err", "gel_rel_err", "iou", "post_std_kpa",
+            "coverage_90"]
+    lines = ["| method | cases | " + " | ".join(cols) + " |",
+             "|---" * (len(cols) + 2) + "|"]
+    for method, groups in result["summary"].items():
+        for g, vals in groups.items():
+            cells = [f"{vals[c]:.3f}" if c in vals else "-" for c in cols]
+            lines.append(f"| {method} | {g} | " + " | ".join(cells) + " |")
+    head = (f"steps {result['steps']}, {result['parameters']} parameters, train "
+            f"{result['train_s']:.0f} s, simulate {result['simulate_s']:.0f} s, sampling "
+            f"{result['sample_s']:.0f} s ({result['nfe']} NFE x {result['n_samples']} samples)")
+    return head + "\n" + "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
