@@ -1,0 +1,268 @@
+"""Accuracy vs cost of the ladder samplers on the exact-score reference problem.
+
+Problem: ``invdiff.reference.make_problem(n=8, mask_fraction=0.5)`` (8x8 Gaussian field, blur,
+half the pixels masked, 5% noise), two measurements, the exact noised score. Every sampler is
+compared with the exact posterior N(m, S) itself (not with the law it can reach at best), by
+
+* mean error: RMS over pixels of (sample mean - m) / exact std;
+* std ratio: per-pixel sample std / exact std (mean over pixels, and max |ratio - 1|);
+* W2: Gaussian 2-Wasserstein distance between N(sample mean, sample cov) and N(m, S). Its
+  Monte Carlo floor (exact posterior samples, same n) is printed as the row ``exact``.
+
+Next to the sampled numbers, ``std (recursion)`` gives the noise-free expected std ratio for
+samplers with fixed step sizes: the score is linear, so in S's eigenbasis every direction is a
+1-D Gaussian whose variance follows V' = c^2 V + noise^2 exactly (annealed Langevin:
+c = 1 - a/(lambda + sigma^2), noise^2 = 2a; predictor: c = 1 - d/(lambda + sigma^2),
+noise^2 = d; Tweedie: c = lambda/(lambda + sigma^2), no noise). It is undefined for the
+snr-rule corrector (random per-chain steps).
+
+    nice .venv/bin/python benchmarks/bench_samplers.py            # writes docs/results/
+    nice .venv/bin/python benchmarks/bench_samplers.py --quick    # fewer chains, no files
+
+Timings share a machine with other jobs: compare them only within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from invdiff_langevin.diagnostics import gaussian_accuracy, reference_case, torch_threads
+
+import invdiff
+from invdiff.io import atomic_write_text
+from invdiff.sigmas import geometric, langevin_step_size
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_MD = ROOT / "docs" / "results" / "samplers.md"
+OUT_PNG = ROOT / "docs" / "results" / "samplers_accuracy.png"
+COMMAND = "nice .venv/bin/python benchmarks/bench_samplers.py"
+
+
+@dataclass
+class Config:
+    """One sampler setting: ``eps_scale`` multiplies the NCSNv2 step rule (annealed Langevin)."""
+
+    label: str
+    sampler: str
+    levels: int
+    sigma_1: float = 10.0
+    sigma_L: float = 0.01
+    eps_scale: float | None = None
+    params: dict = field(default_factory=dict)
+
+    def sigmas(self) -> torch.Tensor:
+        return geometric(self.sigma_1, self.sigma_L, self.levels).double()
+
+    def build(self):
+        params = dict(self.params)
+        if self.eps_scale is not None:
+            steps = params.get("steps_per_level", 5)
+            params["eps"] = self.eps_scale * langevin_step_size(self.sigmas(), steps)
+        return invdiff.create("sampler", self.sampler, progress=False, **params), params
+
+
+AL, PC = "annealed-langevin", "predictor-corrector"
+CONFIGS = [
+    # annealed Langevin: defaults (T = 5, NCSNv2 eps), then larger steps and fewer levels
+    Config("AL L=60 T=5 (default eps)", AL, 60),
+    Config("AL L=100 T=5 (default eps)", AL, 100),
+    Config("AL L=60 T=5 no denoise", AL, 60, params={"final_denoise": False}),
+    Config("AL L=100 T=5 eps x2", AL, 100, eps_scale=2),
+    Config("AL L=50 T=5 eps x4", AL, 50, eps_scale=4),
+    Config("AL L=100 T=5 eps x4", AL, 100, eps_scale=4),
+    Config("AL L=50 T=3 eps x4", AL, 50, eps_scale=4, params={"steps_per_level": 3}),
+    Config("AL L=50 T=2 eps x8", AL, 50, eps_scale=8, params={"steps_per_level": 2}),
+    Config("AL L=30 T=5 eps x8", AL, 30, eps_scale=8),
+    Config("AL L=50 T=5 eps x8", AL, 50, eps_scale=8),
+    Config("AL L=100 T=1 eps x8", AL, 100, eps_scale=8, params={"steps_per_level": 1}),
+    # predictor-corrector: defaults (snr 0.16, K = 1), snr and K, predictor only
+    Config("PC L=50 K=1 snr=0.16", PC, 50),
+    Config("PC L=100 K=1 snr=0.16 (default)", PC, 100),
+    Config("PC L=100 K=1 snr=0.08", PC, 100, params={"snr": 0.08}),
+    Config("PC L=100 K=1 snr=0.25", PC, 100, params={"snr": 0.25}),
+    Config("PC L=66 K=2 snr=0.25", PC, 66, params={"snr": 0.25, "corrector_steps": 2}),
+    Config("PC L=250 K=1 snr=0.16", PC, 250),
+    Config("PC L=200 K=1 snr=0.08", PC, 200, params={"snr": 0.08}),
+    Config("PC L=100 K=0", PC, 100, params={"corrector_steps": 0}),
+    Config("PC L=200 K=0", PC, 200, params={"corrector_steps": 0}),
+    Config("PC L=200 K=0 no denoise", PC, 200,
+           params={"corrector_steps": 0, "final_denoise": False}),
+    Config("PC L=200 K=0 sigma_L=0.02", PC, 200, sigma_L=0.02, params={"corrector_steps": 0}),
+    Config("PC L=150 K=0 sigma_L=0.025", PC, 150, sigma_L=0.025,
+           params={"corrector_steps": 0}),
+    Config("PC L=200 K=0 sigma_L=0.025", PC, 200, sigma_L=0.025,
+           params={"corrector_steps": 0}),
+    Config("PC L=100 K=1 sigma_L=0.025", PC, 100, sigma_L=0.025),
+]
+
+
+def recursion_std_ratio(cfg: Config, sampler, post) -> torch.Tensor | None:
+    """Noise-free expected per-pixel std ratio of a fixed-step sampler (see module doc)."""
+    if cfg.sampler == PC and sampler.corrector_steps > 0:
+        return None
+    lam, u = post._evals, post._evecs  # S = U diag(lam) U^T
+    s = cfg.sigmas().tolist()
+    var = torch.full_like(lam, s[0] ** 2)
+    if cfg.sampler == AL:
+        eps = sampler.prepare(cfg.sigmas())["eps"]
+        for sig in s:
+            a = eps * (sig / s[-1]) ** 2
+            for _ in range(sampler.steps_per_level):
+                var = (1 - a / (lam + sig**2)) ** 2 * var + 2 * a
+    else:
+        for sig, nxt in zip(s, s[1:] + [0.0], strict=True):
+            if nxt == 0.0 and sampler.final_denoise:
+                break
+            d = sig**2 - nxt**2
+            var = (1 - d / (lam + sig**2)) ** 2 * var + d
+    if sampler.final_denoise:
+        var = (lam / (lam + s[-1] ** 2)) ** 2 * var
+    return ((u**2) @ var).sqrt() / post.std.flatten()
+
+
+def run(n_samples: int) -> list[dict]:
+    prob, y = reference_case(n=8, mask_fraction=0.5)
+    post = prob.posterior
+    mean, score = post.mean(y), post.score_fn()
+    exact = post.sample(y, n_samples, generator=torch.Generator().manual_seed(7))
+    acc = gaussian_accuracy(exact, mean, post.cov)
+    rows = [dict(label="exact (MC floor)", sampler="exact", nfe=0, seconds=0.0, acc=acc,
+                 rec=None, params={})]
+    for cfg in CONFIGS:
+        sampler, params = cfg.build()
+        t0 = time.perf_counter()
+        res = sampler.sample(score, y, cfg.sigmas(), n_samples,
+                             generator=torch.Generator().manual_seed(0))
+        seconds = time.perf_counter() - t0
+        acc = gaussian_accuracy(res.samples, mean, post.cov)
+        rec = recursion_std_ratio(cfg, sampler, post)
+        rows.append(dict(label=cfg.label, sampler=cfg.sampler, nfe=res.nfe, seconds=seconds,
+                         acc=acc, rec=rec, params=params, cfg=cfg))
+        print(_line(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def _line(r: dict) -> str:
+    a, rec = r["acc"], r["rec"]
+    rec_txt = "-" if rec is None else (
+        f"{float(rec.mean()):.4f} / {float((rec - 1).abs().max()):.3f}")
+    return (f"| {r['label']} | {r['nfe']} | {r['seconds']:.2f} | {a.mean_error:.3f} | "
+            f"{a.mean_std_ratio:.4f} | {a.max_std_error:.3f} | {rec_txt} | {a.w2:.4f} |")
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| setting | nfe | seconds | mean error | std ratio (mean) | max abs(ratio-1) | "
+            "std (recursion): mean / max err | W2 |\n|---|---|---|---|---|---|---|---|")
+    return "\n".join([head] + [_line(r) for r in rows])
+
+
+GOALS = {AL: (0.05, 500), PC: (0.01, 200)}  # std within this fraction at <= this many nfe
+
+
+def goals(rows: list[dict]) -> str:
+    """Which settings reach the goals: |mean std ratio - 1| within the bound at the budget
+    (sampled; the exact recursion's mean and max pixel error given where defined)."""
+    lines = []
+    for name, (bound, budget) in GOALS.items():
+        hits = [r for r in rows if r["sampler"] == name and r["nfe"] <= budget
+                and abs(r["acc"].mean_std_ratio - 1) <= bound]
+        hits.sort(key=lambda r: r["nfe"])
+        found = "; ".join(
+            f"{r['label']} ({r['nfe']} nfe, std ratio {r['acc'].mean_std_ratio:.4f}"
+            + ("" if r["rec"] is None else
+               f", recursion {float(r['rec'].mean()):.4f}, max pixel "
+               f"{float((r['rec'] - 1).abs().max()):.3f}") + ")"
+            for r in hits) or "none"
+        lines.append(f"* {name}: std within {bound:.0%} at <= {budget} nfe: {found}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    floor = rows[0]["acc"].w2
+    for name, marker in ((AL, "o"), (PC, "s")):
+        pts = [r for r in rows if r["sampler"] == name]
+        nfe = [r["nfe"] for r in pts]
+        axes[0].scatter(nfe, [abs(r["acc"].mean_std_ratio - 1) for r in pts], marker=marker,
+                        label=name)
+        axes[1].scatter(nfe, [r["acc"].w2 for r in pts], marker=marker, label=name)
+    for level, text in ((0.01, "1% (PC goal)"), (0.05, "5% (AL goal)")):
+        axes[0].axhline(level, color="grey", lw=0.8, ls="--")
+        axes[0].text(0.02, level * 1.08, text, color="grey", fontsize=8,
+                     transform=axes[0].get_yaxis_transform())
+    axes[1].axhline(floor, color="k", lw=0.8, ls=":", label="MC floor (exact samples)")
+    axes[0].set(xscale="log", yscale="log", xlabel="score evaluations per chain",
+                ylabel="|mean std ratio - 1|", title="marginal std error")
+    axes[1].set(xscale="log", yscale="log", xlabel="score evaluations per chain",
+                ylabel="Gaussian W2 to N(m, S)", title="distributional error")
+    for ax in axes:
+        ax.set_xticks([100, 150, 200, 300, 500], ["100", "150", "200", "300", "500"])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("8x8 blur+mask reference problem, exact score, 2 x n chains", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=4000, help="samples per measurement")
+    ap.add_argument("--quick", action="store_true", help="500 samples, print only")
+    args = ap.parse_args(argv)
+    n = 500 if args.quick else args.samples
+    with torch_threads(1):  # tiny matmuls: one thread is fastest on a shared machine
+        rows = run(n)
+    text = table(rows)
+    print(text)
+    print(goals(rows))
+    if args.quick:
+        return
+    OUT_MD.parent.mkdir(parents=True, exist_ok=True)
+    plot(rows, OUT_PNG)
+    atomic_write_text(OUT_MD, REPORT.format(command=COMMAND, n=n, chains=2 * n, table=text,
+                                            png=OUT_PNG.name, goals=goals(rows)))
+    print(f"wrote {OUT_MD.relative_to(ROOT)} and {OUT_PNG.relative_to(ROOT)}")
+
+
+REPORT = """# Samplers on the exact-score reference problem
+
+Produced by `{command}` ({n} samples per measurement, 2 measurements: {chains} chains per
+setting; 1 torch thread; timings from a shared 2-core machine, comparable only within this
+table). Problem: `make_problem(n=8, mask_fraction=0.5)` (8x8 field, blur 1 px, half the pixels
+masked, 5% noise), exact noised score. Ladders are geometric from sigma_1 = 10 to sigma_L = 0.01
+unless stated. AL = annealed-langevin (T steps per level; "eps xk" = k times the NCSNv2 rule
+for that ladder), PC = predictor-corrector (K corrector steps, snr r). All settings end with
+the final denoising step unless "no denoise".
+
+Columns: mean error in exact posterior stds (RMS over pixels); std ratio = sample std / exact
+posterior std per pixel (the goal, not the law a sampler reaches at best); "std (recursion)":
+the noise-free expected std ratio from the exact variance recursion of fixed-step samplers
+(see the benchmark's docstring), mean over pixels / max |ratio - 1|; W2: Gaussian
+2-Wasserstein distance to N(m, S). Monte Carlo error of the sampled std ratio: about
+1/sqrt(2 x {chains}) per pixel; the row "exact" shows the floor of each metric.
+
+{table}
+
+Goals (mean over pixels of the sampled std ratio; see docs/samplers.md for the discussion):
+
+{goals}
+
+![accuracy vs nfe]({png})
+"""
+
+
+if __name__ == "__main__":
+    main()
