@@ -116,3 +116,12 @@ def test_bad_inputs_raise_clear_errors(fields):
         invdiff.create("forward_model", "oce-phase", pressure_kpa=-1.0)
     with pytest.raises(ConfigError, match="loading"):
         OCEPhaseForward(loading="shear")
+
+
+def test_torch_backend_matches_scipy():
+    """The torch backend (solves on x's device, e.g. CUDA) gives the same phase."""
+    x = 1 + torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = OCEPhaseForward(grid=6, backend="torch", wrap=False)(x)
+    b = OCEPhaseForward(grid=6, backend="scipy", wrap=False)(x)
+    torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    assert a.device == x.device
