@@ -76,12 +76,21 @@ class LinearGaussianPosterior:
         """``-(S + sigma^2 I)^-1 (x - m(y))`` for ``x (B, *x_shape)``, ``y (B, *y_shape)``,
         ``sigma (B,)``; returned like x."""
         b = x.shape[0]
-        d = x.reshape(b, -1).double().cpu() - self._mean_flat(y.reshape(b, -1).double().cpu())
+        d = x.reshape(b, -1).double().cpu() - self._cached_mean(y.reshape(b, -1))
         s2 = sigma.reshape(-1).double().cpu().square()
         if s2.numel() == 1:
             s2 = s2.expand(b)
         coeff = (d @ self._evecs) / (self._evals[None, :] + s2[:, None])
         return (-(coeff @ self._evecs.T)).reshape(x.shape).to(device=x.device, dtype=x.dtype)
+
+    def _cached_mean(self, y_flat: torch.Tensor) -> torch.Tensor:
+        # Samplers call the score many times with the same y: reuse m(y) when y is unchanged.
+        y64 = y_flat.double().cpu()
+        cache = getattr(self, "_mean_cache", None)
+        if cache is None or cache[0].shape != y64.shape or not torch.equal(cache[0], y64):
+            cache = (y64.clone(), self._mean_flat(y64))
+            self._mean_cache = cache
+        return cache[1]
 
     def score_fn(self) -> ExactScore:
         """The exact noised score as a callable with the ScoreNet signature."""
