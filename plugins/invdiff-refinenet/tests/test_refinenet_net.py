@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from invdiff_refinenet.layers import InstanceNormPlus
+from invdiff_refinenet.layers import InstanceNormPlus, max_pool5
 from invdiff_refinenet.net import ConditionalRefineNet
 from invdiff_refinenet.testing import (
     GaussianToy,
@@ -116,6 +116,11 @@ def test_instance_norm_plus_matches_formula():
                                                            + 1e-5)
     want = g * ((hn - mu) / np.sqrt(var + 1e-5) + a * mu_t) + b
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_separable_max_pool_is_exact():
+    h = torch.randn(2, 3, 7, 9)
+    assert torch.equal(max_pool5(h), torch.nn.functional.max_pool2d(h, 5, stride=1, padding=2))
 
 
 def test_speed_switches_agree():
