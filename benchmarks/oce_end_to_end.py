@@ -15,6 +15,9 @@ wrapped phase, half without. Metrics, over the sample body below the compliant l
 * gel modulus: relative error of the body's median (the gel is most of it);
 * IoU of the thresholded inclusion, |log(mu / median)| > log(1.25), estimate vs truth;
 * for the posterior: mean std and the coverage of the central 90% interval.
+
+Baselines: the algebraic estimate on the noisy and on the noise-free phase, and the mean of the
+training x (what an estimate that ignores y achieves).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--samples", type=int, default=None, help="posterior samples per case")
     ap.add_argument("--figures", default=None, help="folder for the PNGs (e.g. docs/results/oce)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
+                    help="auto: the EMA or raw weights, whichever has the lower final "
+                         "validation loss (a short run's EMA still remembers early weights)")
     ap.add_argument("--quick", action="store_true", help="tiny run: checks the script works")
     return ap.parse_args(argv)
 
@@ -81,6 +87,16 @@ def held_out(cfg: ExperimentConfig, n_cases: int) -> dict[str, torch.Tensor]:
     y_clean = fwd(x)
     return {"x": x, "params": params, "y_clean": y_clean, "y": noise(y_clean, generator=g),
             "wraps": wraps[pick], "mask": prior.inclusion_mask(params) >= 0.5}
+
+
+def pick_weights(choice: str, history_path: Path) -> bool:
+    """True for the EMA weights. ``auto`` compares the last validation losses of the raw and
+    the EMA weights (same fixed validation noise) and takes the lower."""
+    if choice != "auto":
+        return choice == "ema"
+    last = json.loads(history_path.read_text())["history"][-1]
+    raw, ema = last.get("val_loss"), last.get("val_loss_ema")
+    return raw is None or ema is None or ema <= raw
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -168,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     from invdiff_oce.algebraic import algebraic_estimate, layer_rows
 
     from invdiff.checkpoint import load_model
+    from invdiff.data import load_dataset
     from invdiff.posterior import sample_posterior
 
     timings = {}
@@ -183,21 +200,25 @@ def main(argv: list[str] | None = None) -> dict:
     layer_mod = prior_params.get("layer_modulus", 1.0)
     case = held_out(cfg, args.cases)
     rows = layer_rows(case["x"].shape[-1], thickness)
-    model = load_model(_paths(cfg)["final"], device="cpu")
+    use_ema = pick_weights(args.weights, _paths(cfg)["history"])
+    model = load_model(_paths(cfg)["final"], device="cpu", ema=use_ema)
     s = cfg.sampling
     post = sample_posterior(model, case["y"], sampler=s.sampler.name, n=s.n_samples,
                             generator=torch.Generator().manual_seed(s.seed),
                             progress=False, **s.sampler.params)
     alg = algebraic_estimate(case["y"], layer_mod, thickness)
     alg_clean = algebraic_estimate(case["y_clean"], layer_mod, thickness)
+    prior_mean = load_dataset(_paths(cfg)["train"]).x.mean(0, keepdim=True)  # a y-blind baseline
 
     per_case = {"csdm": {**estimate_metrics(post.mean, case, rows),
                          **posterior_extras(post.samples, case, rows)},
                 "algebraic": estimate_metrics(alg, case, rows),
-                "algebraic_noise_free": estimate_metrics(alg_clean, case, rows)}
+                "algebraic_noise_free": estimate_metrics(alg_clean, case, rows),
+                "prior_mean": estimate_metrics(prior_mean.expand_as(case["x"]), case, rows)}
     result = {"config": args.config, "steps": train["steps"], "n_train": sim["n_train_val"],
               "parameters": train["parameters"], "n_levels": train["n_levels"],
               "sigma_1": train["sigma_1"], "val_loss_ema": train["val_loss_ema"],
+              "weights": "ema" if use_ema else "raw",
               "nfe": post.nfe, "sample_s": post.seconds, "n_samples": s.n_samples,
               **timings,
               "summary": {k: summarise(v, case["wraps"]) for k, v in per_case.items()},
@@ -225,7 +246,8 @@ def table(result: dict) -> str:
         for g, vals in groups.items():
             cells = [f"{vals[c]:.3f}" if c in vals else "-" for c in cols]
             lines.append(f"| {method} | {g} | " + " | ".join(cells) + " |")
-    head = (f"steps {result['steps']}, {result['parameters']} parameters, train "
+    head = (f"steps {result['steps']} ({result['weights']} weights), "
+            f"{result['parameters']} parameters, train "
             f"{result['train_s']:.0f} s, simulate {result['simulate_s']:.0f} s, sampling "
             f"{result['sample_s']:.0f} s ({result['nfe']} NFE x {result['n_samples']} samples)")
     return head + "\n" + "\n".join(lines)
