@@ -62,6 +62,7 @@ class TrainingConfig(BaseModel):
     warmup_steps: int = Field(0, ge=0, description="linear LR warm-up over this many steps")
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; None = off")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA weights used for sampling")
+    ema_warmup: bool = Field(True, description="ramp the EMA decay up as (1+t)/(10+t)")
     val_every: int = Field(500, ge=1, description="validate and log a history row every K steps")
     val_sigmas: int | list[float] = Field(
         4, description="validation levels: n levels spread across the ladder, or explicit sigmas"
@@ -146,21 +147,35 @@ def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
 
 # -- EMA ---------------------------------------------------------------------------------------
 class EMA:
-    """Exponential moving average of a module's parameters: after each optimiser step
-    ``e <- d e + (1 - d) theta`` (``e_0 = theta_0``); buffers are copied as they are.
+    """Exponential moving average of a module's parameters: after optimiser step t (0-based)
+    ``e <- d_t e + (1 - d_t) theta`` (``e_0 = theta_0``); buffers are copied as they are.
+
+    With ``warmup`` the decay ramps up as ``d_t = min(decay, (1 + t) / (10 + t))`` (the
+    TensorFlow ``num_updates`` rule): a plain 0.999 average still gives the random initial
+    weights 37% weight after 1000 steps, which ruined short CPU runs (measured: validation loss
+    45 with the EMA against 14.5 with the raw weights after 1000 steps). Without warm-up,
+    ``d_t = decay``.
 
     :attr:`module` is a frozen copy of the network holding the averages (what sampling uses).
     """
 
-    def __init__(self, net: torch.nn.Module, decay: float) -> None:
+    def __init__(self, net: torch.nn.Module, decay: float, warmup: bool = True) -> None:
         self.decay = float(decay)
+        self.warmup = bool(warmup)
         self.module = copy.deepcopy(net).eval().requires_grad_(False)
 
+    def decay_at(self, step: int) -> float:
+        """d_t for 0-based optimiser step ``step``."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, net: torch.nn.Module) -> None:
+    def update(self, net: torch.nn.Module, step: int) -> None:
+        d = self.decay_at(step)
         ema_p = list(self.module.parameters())
-        torch._foreach_mul_(ema_p, self.decay)
-        torch._foreach_add_(ema_p, [p.detach() for p in net.parameters()], alpha=1 - self.decay)
+        torch._foreach_mul_(ema_p, d)
+        torch._foreach_add_(ema_p, [p.detach() for p in net.parameters()], alpha=1 - d)
         for eb, b in zip(self.module.buffers(), net.buffers(), strict=True):
             eb.copy_(b)
 
@@ -222,7 +237,7 @@ class Trainer:
         self.dtype = next(self.net.parameters()).dtype
         self._x = self._normalized(train.x, "x")
         self.optimizer = _make_optimizer(self.net, cfg)
-        self.ema = EMA(self.net, cfg.ema_decay)
+        self.ema = EMA(self.net, cfg.ema_decay, cfg.ema_warmup)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.step = 0
         self.history: list[dict[str, float | None]] = []
@@ -302,7 +317,7 @@ class Trainer:
                 f"set training.grad_clip, or check the data and the sigma ladder"
             )
         self.optimizer.step()
-        self.ema.update(self.net)
+        self.ema.update(self.net, self.step)
         self.step += 1
         return {"loss": value, "grad_norm": float(grad_norm), "lr": lr}
 

@@ -19,15 +19,6 @@ from tests.nets import TinyScoreNet, gaussian_datasets
 SIGMAS = geometric(5.0, 0.05, 10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny nets: thread start-up dominates and 2 shared cores get oversubscribed
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def problem():
     # D = 4 pixels, blurred, fully observed with 30 % noise: an informative but not sharp y
@@ -190,16 +181,18 @@ def test_grad_clip_bounds_the_norm(data):
     assert grad_norm(free.net) == pytest.approx(info["grad_norm"], rel=1e-6)
 
 
-def test_ema_matches_hand_computation(data):
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_matches_hand_computation(data, warmup):
     d = 0.7
-    tr = trainer(data, ema_decay=d, lr=1e-2)
+    tr = trainer(data, ema_decay=d, lr=1e-2, ema_warmup=warmup)
     params = [torch.cat([p.detach().flatten() for p in tr.net.parameters()])]
     for k in range(3):
         tr.train_step(*tr.batch(k))
         params.append(torch.cat([p.detach().flatten() for p in tr.net.parameters()]))
     e = params[0]
-    for p in params[1:]:
-        e = d * e + (1 - d) * p  # e_t = d e_{t-1} + (1 - d) theta_t, e_0 = theta_0
+    for t, p in enumerate(params[1:]):
+        dt = min(d, (1 + t) / (10 + t)) if warmup else d  # 0.1, 0.18, 0.25 with warm-up
+        e = dt * e + (1 - dt) * p  # e_t = d_t e_{t-1} + (1 - d_t) theta_t, e_0 = theta_0
     got = torch.cat([p.flatten() for p in tr.ema.module.parameters()])
     assert torch.allclose(got, e, rtol=1e-6, atol=1e-7)
     assert not torch.allclose(got, params[-1], atol=1e-4)  # it really lags the weights
