@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from invdiff_langevin.diagnostics import gaussian_accuracy, reference_case, torch_threads
 
 import invdiff
 from invdiff.io import atomic_write_text
+from invdiff.reference.diagnostics import gaussian_accuracy, reference_case
+from invdiff.runtime import torch_threads
 from invdiff.sigmas import geometric, langevin_step_size
 
 ROOT = Path(__file__).resolve().parents[1]

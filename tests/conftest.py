@@ -21,13 +21,3 @@ def fresh_registry(monkeypatch):
 def gen():
     """A factory of seeded CPU generators."""
     return lambda seed=0: torch.Generator().manual_seed(seed)
-
-
-@pytest.fixture
-def one_thread():
-    """Run with one torch thread (tiny nets are slower with more on a shared 2-core machine);
-    restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from invdiff.hookspecs import hookimpl
 from invdiff.interfaces import ScoreNet
-from invdiff.reference.params import Params
+from invdiff.params import Params
 
 
 class TinyParams(Params):

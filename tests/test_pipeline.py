@@ -56,7 +56,7 @@ def cfg_path(tmp_path):
     return p
 
 
-def test_stages_write_their_files_and_resume(cfg_path, tmp_path, fresh_registry, one_thread):
+def test_stages_write_their_files_and_resume(cfg_path, tmp_path, fresh_registry):
     cfg = load_config(cfg_path)
     with pytest.raises(CheckpointError, match="invdiff train"):
         pipeline.run_sample(cfg, progress=False)
@@ -79,7 +79,7 @@ def test_stages_write_their_files_and_resume(cfg_path, tmp_path, fresh_registry,
     assert len(final) > 0
 
 
-def test_cli_run(cfg_path, tmp_path, capsys, fresh_registry, one_thread):
+def test_cli_run(cfg_path, tmp_path, capsys, fresh_registry):
     assert main(["run", str(cfg_path), "-q", "--out", str(tmp_path / "cli")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sampler"] == "annealed-langevin"

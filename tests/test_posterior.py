@@ -5,18 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from invdiff_langevin.diagnostics import (
-    IsotropicScore,
-    gaussian_accuracy,
-    reference_case,
-    torch_threads,
-)
 
 import invdiff
 from invdiff.data import Normalization
 from invdiff.errors import ConfigError, DataError, SamplingError, UnknownComponentError
 from invdiff.model import ScoreModel
 from invdiff.posterior import Posterior, quantile, sample_posterior
+from invdiff.reference.diagnostics import (
+    IsotropicScore,
+    gaussian_accuracy,
+    reference_case,
+)
 from invdiff.reference.exact import LinearGaussianPosterior
 from invdiff.sigmas import geometric
 
@@ -29,12 +28,6 @@ NFE = {  # independent count of score calls per chain for L levels, final denois
     "annealed-langevin": lambda L: 2 * L + 1,
     "predictor-corrector": lambda L: 2 * L,
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):  # tiny matmuls: threads only add contention
-        yield
 
 
 @pytest.fixture(scope="module")

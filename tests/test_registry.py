@@ -13,7 +13,7 @@ import invdiff
 from invdiff import plugins
 from invdiff.errors import ConfigError, PluginError, UnknownComponentError
 from invdiff.hookspecs import hookimpl
-from invdiff.reference.params import Params
+from invdiff.params import Params
 
 
 def make_plugin(name: str, priors=(), raise_in_hook: Exception | None = None):

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class Params(BaseModel):
-    """Base of component parameter models: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+from invdiff.params import Params  # noqa: F401 - re-exported for plugins
 
 
 class GaussianFieldParams(Params):

@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from invdiff.reference.params import Params
+from invdiff.params import Params
 
 
 class DiscParams(Params):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from invdiff.errors import ConfigError, DataError
+from invdiff.runtime import torch_threads
 from invdiff_elasticity.diagnostics import effective_sample_size, split_rhat
 from invdiff_elasticity.fem import ElasticityFEM
 from invdiff_elasticity.inclusions import CircularInclusionPrior
@@ -129,19 +129,6 @@ class InclusionPosterior:
             self.n_solves += int(inside.sum())
             lp[inside] = -0.5 * resid.flatten(1).square().sum(1).numpy() / self.noise_std**2
         return lp
-
-
-@contextmanager
-def torch_threads(n: int | None):
-    """Temporarily set torch's intra-op threads. MCMC evaluates small batches, for which
-    threads only add synchronisation (60x slower on a loaded 2-core machine, measured)."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def initial_walkers(post: InclusionPosterior, n_walkers: int, rng: np.random.Generator,

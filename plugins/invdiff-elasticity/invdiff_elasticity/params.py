@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from invdiff.reference.params import Params
+from invdiff.params import Params
 
 
 def _ordered(v: tuple[float, float], positive: bool) -> tuple[float, float]:

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from invdiff_langevin.diagnostics import (
+
+import invdiff
+from invdiff.reference.diagnostics import (
     REFERENCE_PROBLEMS,
     IsotropicScore,
     gaussian_accuracy,
     reference_case,
     target_cov,
-    torch_threads,
 )
-
-import invdiff
 from invdiff.sigmas import geometric
 from invdiff.testing import check_sampler
 
 N_SAMPLES = 1000  # per measurement; M = 2 measurements -> 2000 chains
 L = 60  # levels: 60 x 5 + 1 = 301 score evaluations per chain
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):  # tiny matmuls: threads only add contention
-        yield
 
 
 @pytest.mark.parametrize(("problem", "final_denoise"),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from invdiff_langevin.params import LadderParams
 from pydantic import Field
+
+from invdiff.params import LadderParams
 
 
 class PredictorCorrectorParams(LadderParams):

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from invdiff_langevin.diagnostics import (
+
+import invdiff
+from invdiff.reference.diagnostics import (
     REFERENCE_PROBLEMS,
     IsotropicScore,
     gaussian_accuracy,
     reference_case,
     target_cov,
-    torch_threads,
 )
-
-import invdiff
 from invdiff.sigmas import geometric
 from invdiff.testing import check_sampler
 
 N_SAMPLES = 2000  # per measurement; M = 2 measurements -> 4000 chains
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):  # tiny matmuls: threads only add contention
-        yield
 
 
 @pytest.mark.parametrize(

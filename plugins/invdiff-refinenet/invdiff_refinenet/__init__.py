@@ -1,6 +1,6 @@
 """Conditional NCSNv2 RefineNet score network for invdiff.
 
-Also home of :class:`invdiff_refinenet.base.ConditionalScoreNet`, the input checks, y resampling
+Also home of :class:`invdiff.scorenet.ConditionalScoreNet`, the input checks, y resampling
 and bf16 / channels_last switches shared with the ``invdiff-unet`` plugin.
 
 Nothing heavy is imported here: ``invdiff plugins`` loads :mod:`invdiff_refinenet.plugin` only,
@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
 
         return ConditionalRefineNet
     if name == "ConditionalScoreNet":
-        from invdiff_refinenet.base import ConditionalScoreNet
+        from invdiff.scorenet import ConditionalScoreNet
 
         return ConditionalScoreNet
     raise AttributeError(f"module 'invdiff_refinenet' has no attribute {name!r}")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from invdiff.errors import ConfigError
-from invdiff_refinenet.base import ConditionalScoreNet
+from invdiff.scorenet import ConditionalScoreNet
 from invdiff_refinenet.layers import ACT, InstanceNormPlus, RefineBlock, ResidualBlock, conv3x3
 
 __all__ = ["ConditionalRefineNet"]

@@ -7,17 +7,17 @@ import pytest
 import torch
 from invdiff_refinenet.layers import InstanceNormPlus, max_pool5
 from invdiff_refinenet.net import ConditionalRefineNet
-from invdiff_refinenet.testing import (
+
+import invdiff
+from invdiff.errors import ConfigError
+from invdiff.testing import check_score_net
+from invdiff.testing_scorenet import (
     GaussianToy,
     check_imports_torch_free,
     check_input_errors,
     check_switches,
     learned_error_ratios,
 )
-
-import invdiff
-from invdiff.errors import ConfigError
-from invdiff.testing import check_score_net
 
 
 def small(x_shape=(1, 8, 8), y_shape=(1, 8, 8), **kw) -> ConditionalRefineNet:

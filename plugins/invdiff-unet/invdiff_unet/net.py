@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from invdiff_refinenet.base import ConditionalScoreNet
 from torch import nn
 
 from invdiff.errors import ConfigError
+from invdiff.scorenet import ConditionalScoreNet
 from invdiff_unet.layers import (
     AttentionBlock,
     Downsample,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from invdiff_refinenet.params import ScoreNetParams
 from pydantic import Field
+
+from invdiff.params import ScoreNetParams
 
 
 class UNetParams(ScoreNetParams):

@@ -6,19 +6,19 @@ import math
 
 import pytest
 import torch
-from invdiff_refinenet.testing import (
-    GaussianToy,
-    check_imports_torch_free,
-    check_input_errors,
-    check_switches,
-    learned_error_ratios,
-)
 from invdiff_unet.layers import AttentionBlock, FourierEmbedding
 from invdiff_unet.net import ConditionalUNet
 
 import invdiff
 from invdiff.errors import ConfigError
 from invdiff.testing import check_score_net
+from invdiff.testing_scorenet import (
+    GaussianToy,
+    check_imports_torch_free,
+    check_input_errors,
+    check_switches,
+    learned_error_ratios,
+)
 
 TINY = dict(base_width=8, channel_mult=(1, 2), num_res_blocks=1, attention_heads=2,
             norm_groups=4)

@@ -20,8 +20,6 @@ Metrics (x flattened to D pixels; M measurements, n samples each):
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -122,15 +120,3 @@ class IsotropicScore:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return -x / (self.v + sigma.reshape(-1, *([1] * (x.dim() - 1))) ** 2)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch threads, then restore. The reference problem's matmuls are tiny:
-    on a shared machine extra threads only add contention (measured 8x slower with 2)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

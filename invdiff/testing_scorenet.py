@@ -1,13 +1,10 @@
-"""Test kit shared by the score-net plugins (refinenet, unet): checks beyond the core contract.
+"""Test kit for score nets built on :class:`invdiff.scorenet.ConditionalScoreNet`.
 
 * :func:`check_input_errors`: wrong shapes raise :class:`invdiff.errors.DataError`.
 * :func:`check_switches`: ``bf16`` and ``channels_last`` keep the output's dtype, layout and
   (up to bf16 rounding) its values.
 * :class:`GaussianToy` and :func:`train_dsm`: a problem with a closed-form noised posterior
   score, and a minimal denoising-score-matching loop, to show that a small net learns the score.
-* :func:`one_thread`: run torch on one intra-op thread. The test nets are tiny (8 x 8 grids),
-  so a second thread gains little, and on a shared, loaded CPU the threads' barriers made the
-  tests over ten times slower (18 s -> 195 s measured for the refinenet tests).
 
 The toy: every pixel is independent, ``x ~ N(0, 1)`` and ``y = x + s_y e`` with ``e ~ N(0, 1)``,
 so ``p(x | y) = N(m, v)`` with ``m = y / (1 + s_y^2)`` and ``v = s_y^2 / (1 + s_y^2)``, and the
@@ -17,11 +14,10 @@ noised posterior ``p_sigma(x | y) = N(m, v + sigma^2)`` has the exact score
 
 from __future__ import annotations
 
-import contextlib
 import math
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,20 +30,8 @@ __all__ = [
     "check_input_errors",
     "check_switches",
     "learned_error_ratios",
-    "one_thread",
     "train_dsm",
 ]
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Set ``torch.set_num_threads(1)`` for the block, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_input_errors(net: torch.nn.Module) -> None:

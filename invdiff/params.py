@@ -1,0 +1,49 @@
+"""Parameter models shared across plugins (pydantic; no torch import).
+
+* :class:`Params`: the base of every component's parameter model (unknown keys are errors);
+* :class:`ScoreNetParams`: what every conditional score net takes (shapes, speed switches);
+* :class:`LadderParams`: what every sampler built on :class:`invdiff.sampling.LadderSampler`
+  takes.
+
+Plugins subclass these, so the registry can validate parameters without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Params(BaseModel):
+    """Base of component parameter models: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+Shape3 = tuple[int, int, int]
+
+
+class ScoreNetParams(Params):
+    """Shapes of one x and one y (channels first) and the speed switches."""
+
+    x_shape: Shape3 = Field(description="shape of one x: (channels, H, W)")
+    y_shape: Shape3 = Field(description="shape of one y: (channels, Hy, Wy)")
+    channels_last: bool = Field(False, description="run convolutions in channels_last layout")
+    bf16: bool = Field(False, description="bfloat16 autocast inside forward (output in x's dtype)")
+
+
+class LadderParams(Params):
+    """Parameters of the shared sampling loop."""
+
+    x_shape: tuple[int, ...] | None = Field(
+        None, description="shape of one x (C, H, W); default: the score's x_shape"
+    )
+    init: Literal["gaussian", "uniform"] = Field(
+        "gaussian", description="start: N(0, sigma_1^2 I) or U(-1, 1)"
+    )
+    chunk_size: int | None = Field(
+        None, ge=1, description="at most this many chains per score call (memory cap)"
+    )
+    final_denoise: bool = Field(True, description="end with x + sigma_L^2 s(x, y, sigma_L)")
+    progress: bool = Field(True, description="show a progress bar")
