@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from invdiff.config import ExperimentConfig, load_config
-from invdiff.pipeline import _paths, build_problem, run_simulate, run_train
+from invdiff.pipeline import build_problem, output_paths, run_simulate, run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 20_240_601
@@ -200,15 +200,15 @@ def main(argv: list[str] | None = None) -> dict:
     layer_mod = prior_params.get("layer_modulus", 1.0)
     case = held_out(cfg, args.cases)
     rows = layer_rows(case["x"].shape[-1], thickness)
-    use_ema = pick_weights(args.weights, _paths(cfg)["history"])
-    model = load_model(_paths(cfg)["final"], device="cpu", ema=use_ema)
+    use_ema = pick_weights(args.weights, output_paths(cfg)["history"])
+    model = load_model(output_paths(cfg)["final"], device="cpu", ema=use_ema)
     s = cfg.sampling
     post = sample_posterior(model, case["y"], sampler=s.sampler.name, n=s.n_samples,
                             generator=torch.Generator().manual_seed(s.seed),
                             progress=False, **s.sampler.params)
     alg = algebraic_estimate(case["y"], layer_mod, thickness)
     alg_clean = algebraic_estimate(case["y_clean"], layer_mod, thickness)
-    prior_mean = load_dataset(_paths(cfg)["train"]).x.mean(0, keepdim=True)  # a y-blind baseline
+    prior_mean = load_dataset(output_paths(cfg)["train"]).x.mean(0, keepdim=True)  # a y-blind baseline
 
     per_case = {"csdm": {**estimate_metrics(post.mean, case, rows),
                          **posterior_extras(post.samples, case, rows)},
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.figures:
         figs = Path(args.figures)
         cases_figure(figs / "cases.png", case, alg, post.mean, post.std)
-        loss = _paths(cfg)["figures"] / "loss.png"
+        loss = output_paths(cfg)["figures"] / "loss.png"
         if loss.exists():
             (figs / "loss.png").write_bytes(loss.read_bytes())
     return result

@@ -40,7 +40,8 @@ def build_problem(cfg: ExperimentConfig) -> tuple[Any, Any, Any]:
             create("noise_model", p.noise_model.name, **p.noise_model.params))
 
 
-def _paths(cfg: ExperimentConfig) -> dict[str, Path]:
+def output_paths(cfg: ExperimentConfig) -> dict[str, Path]:
+    """Where each stage of the experiment reads and writes (see the module docstring)."""
     out = cfg.out_dir
     return {"train": out / "data" / "train.npz", "test": out / "data" / "test.npz",
             "ckpt_dir": out / "checkpoints", "final": out / "checkpoints" / "final.pt",
@@ -60,7 +61,7 @@ def _simulate(cfg: ExperimentConfig, n: int, seed: int, path: Path, progress: bo
 
 def run_simulate(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     """Simulate ``n_train + n_val`` training pairs and ``n_test`` held-out pairs."""
-    paths = _paths(cfg)
+    paths = output_paths(cfg)
     d = cfg.data
     train = _simulate(cfg, d.n_train + d.n_val, d.seed, paths["train"], progress)
     test = _simulate(cfg, d.n_test, d.seed + TEST_SEED_OFFSET, paths["test"], progress)
@@ -91,7 +92,7 @@ def build_net(cfg: ExperimentConfig, x_shape: tuple, y_shape: tuple) -> tuple[An
 
 
 def _datasets(cfg: ExperimentConfig, progress: bool) -> tuple[Dataset, Dataset]:
-    paths = _paths(cfg)
+    paths = output_paths(cfg)
     if not (paths["train"].exists() and paths["test"].exists()):
         run_simulate(cfg, progress)
     return load_dataset(paths["train"]), load_dataset(paths["test"])
@@ -101,7 +102,7 @@ def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     """Train (resuming from ``checkpoints/last.pt`` if an earlier run was interrupted)."""
     from invdiff.training import Trainer
 
-    paths = _paths(cfg)
+    paths = output_paths(cfg)
     full, _ = _datasets(cfg, progress)
     train, val = full.split(cfg.data.n_val) if cfg.data.n_val else (full, None)
     sigmas, reasoning = make_ladder(cfg, train)
@@ -135,7 +136,7 @@ def run_sample(
     from invdiff.metrics import posterior_metrics, reference_moments
     from invdiff.posterior import sample_posterior
 
-    paths = _paths(cfg)
+    paths = output_paths(cfg)
     ckpt = Path(checkpoint) if checkpoint else paths["final"]
     if not ckpt.exists():
         raise CheckpointError(f"no trained model at {ckpt}; run `invdiff train CONFIG` first")
