@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
                             progress=False, **s.sampler.params)
     alg = algebraic_estimate(case["y"], layer_mod, thickness)
     alg_clean = algebraic_estimate(case["y_clean"], layer_mod, thickness)
-    prior_mean = load_dataset(output_paths(cfg)["train"]).x.mean(0, keepdim=True)  # a y-blind baseline
+    # a y-blind baseline
+    prior_mean = load_dataset(output_paths(cfg)["train"]).x.mean(0, keepdim=True)
 
     per_case = {"csdm": {**estimate_metrics(post.mean, case, rows),
                          **posterior_extras(post.samples, case, rows)},
