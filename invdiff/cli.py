@@ -57,7 +57,8 @@ def _stage(name: str):
 def _cmd_demo(args: argparse.Namespace) -> int:
     from invdiff import pipeline
 
-    metrics = pipeline.run_demo(out=args.out, quick=args.quick, progress=not args.quiet)
+    metrics = pipeline.run_demo(out=args.out, quick=args.quick, progress=not args.quiet,
+                                problem=args.problem)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help=DEMO_HELP)
     sp.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     sp.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    sp.add_argument("--problem", choices=("elasticity", "reference"), default="elasticity",
+                    help="elastography of an inclusion (default) or the exact reference problem")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=_cmd_demo)
     return p

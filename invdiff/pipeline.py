@@ -25,7 +25,7 @@ import torch
 
 from invdiff.config import ExperimentConfig, parse_config
 from invdiff.data import Dataset, load_dataset
-from invdiff.errors import CheckpointError
+from invdiff.errors import CheckpointError, ConfigError
 from invdiff.io import atomic_write_text
 from invdiff.plugins import create
 
@@ -189,7 +189,7 @@ def run_run(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     return run_sample(cfg, progress=progress)
 
 
-def embedded_config(name: str = "demo") -> dict[str, Any]:
+def embedded_config(name: str = "demo-elasticity") -> dict[str, Any]:
     """An experiment config shipped with invdiff (``invdiff/configs/NAME.toml``)."""
     text = resources.files("invdiff").joinpath("configs", f"{name}.toml").read_text()
     return tomllib.loads(text)
@@ -203,14 +203,19 @@ def _deep_update(base: dict[str, Any], over: dict[str, Any]) -> None:
             base[key] = value
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False,
-             progress: bool = True) -> dict[str, Any]:
-    """The README demo: the embedded default config, end to end. ``quick`` shortens every
-    stage (a smoke test of the whole pipeline, not a meaningful posterior)."""
-    data = embedded_config("demo")
+DEMOS = ("elasticity", "reference")
+
+
+def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True,
+             problem: str = "elasticity") -> dict[str, Any]:
+    """The README demo: an embedded config (``invdiff/configs/demo-PROBLEM.toml``) end to end.
+    ``quick`` shortens every stage (a smoke test of the pipeline, not a meaningful posterior)."""
+    if problem not in DEMOS:
+        raise ConfigError(f"unknown demo {problem!r}; choose one of {', '.join(DEMOS)}")
+    data = embedded_config(f"demo-{problem}")
     data.setdefault("output", {})["dir"] = str(out)
     overrides = data.pop("quick", {})
     if quick:
         _deep_update(data, overrides)
-    cfg = parse_config(data, "invdiff/configs/demo.toml")
+    cfg = parse_config(data, f"invdiff/configs/demo-{problem}.toml")
     return run_run(cfg, progress)

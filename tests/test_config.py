@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from invdiff.config import load_config, parse_config
+from invdiff.config import check_components, load_config, parse_config
 from invdiff.errors import ConfigError
 from invdiff.pipeline import embedded_config
 
@@ -72,8 +72,10 @@ def test_missing_file_and_bad_toml(tmp_path):
         load_config(write(tmp_path, "name = = 3"))
 
 
-def test_embedded_demo_config_is_valid(fresh_registry):
-    data = embedded_config("demo")
+@pytest.mark.parametrize("name", ["demo-elasticity", "demo-reference"])
+def test_embedded_demo_configs_are_valid(fresh_registry, name):
+    data = embedded_config(name)
     data.pop("quick")
     cfg = parse_config(data)
+    check_components(cfg)
     assert cfg.net.name == "unet"

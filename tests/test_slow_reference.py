@@ -1,0 +1,35 @@
+"""Issue 4's bar, end to end (slow): a U-Net trained on this CPU learns the reference
+posterior. 16 x 16 Gaussian field, blur 1.5 px, half the pixels masked at random, 5% noise;
+20 held-out measurements compared with the closed-form posterior.
+
+Bar: posterior mean error <= 0.5 exact posterior std (RMS over pixels and measurements), mean
+std within [0.6, 1.5] of the exact one. Budget and measured numbers:
+docs/results/reference-accuracy.md (the same config, configs/reference-unet.toml).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from invdiff import pipeline
+from invdiff.config import load_config
+from invdiff.runtime import torch_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 4000  # about 12 minutes of training on 2 CPU cores
+
+
+@pytest.mark.slow
+def test_unet_learns_the_reference_posterior(tmp_path):
+    cfg = load_config(ROOT / "configs" / "reference-unet.toml")
+    cfg.output.dir = str(tmp_path / "run")
+    cfg.output.figures = False
+    cfg.training.steps = STEPS
+    with torch_threads(2):  # CI has both cores to itself
+        pipeline.run_train(cfg, progress=False)
+        metrics = pipeline.run_sample(cfg, progress=False)
+    assert metrics["reference"] == "exact" and metrics["n_measurements"] == 20
+    assert metrics["mean_err_std"] <= 0.5, metrics
+    assert 0.6 <= metrics["std_ratio"] <= 1.5, metrics
