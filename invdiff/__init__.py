@@ -6,8 +6,7 @@ import torch. See ``shared/DESIGN.md`` and ``docs/architecture.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from invdiff.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -40,10 +39,5 @@ _EXPORTS = {
     "Posterior": "invdiff.posterior",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'invdiff' has no attribute {name!r}")
+__getattr__, _names = lazy_exports(__name__, _EXPORTS)
+__all__ = [*_names, "__version__"]

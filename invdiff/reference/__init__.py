@@ -11,8 +11,7 @@ problem in one call. Attributes are imported lazily so that listing plugins stay
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from invdiff.lazy import lazy_exports
 
 _EXPORTS = {
     "GaussianFieldPrior": "invdiff.reference.prior",
@@ -25,10 +24,4 @@ _EXPORTS = {
     "make_problem": "invdiff.reference.problem",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'invdiff.reference' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -13,8 +13,7 @@ Attributes load lazily so that listing plugins never imports torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from invdiff.lazy import lazy_exports
 
 _EXPORTS = {
     "ElasticityFEM": "invdiff_elasticity.fem",
@@ -27,10 +26,4 @@ _EXPORTS = {
     "effective_sample_size": "invdiff_elasticity.diagnostics",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'invdiff_elasticity' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

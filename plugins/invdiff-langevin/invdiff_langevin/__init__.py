@@ -6,14 +6,8 @@ the sampler module (and torch) is imported when a sampler is built.
 
 from __future__ import annotations
 
-from typing import Any
+from invdiff.lazy import lazy_exports
 
-__all__ = ["AnnealedLangevin"]
+_EXPORTS = {"AnnealedLangevin": "invdiff_langevin.sampler"}
 
-
-def __getattr__(name: str) -> Any:
-    if name == "AnnealedLangevin":
-        from invdiff_langevin.sampler import AnnealedLangevin
-
-        return AnnealedLangevin
-    raise AttributeError(f"module 'invdiff_langevin' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -14,8 +14,7 @@ Attributes load lazily so that listing plugins never imports torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from invdiff.lazy import lazy_exports
 
 _EXPORTS = {
     "TumourSpheroidPrior": "invdiff_oce.spheroid",
@@ -28,10 +27,4 @@ _EXPORTS = {
     "circular_std": "invdiff_oce.circular",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'invdiff_oce' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,14 +6,8 @@ sampler module (and torch) is imported when a sampler is built.
 
 from __future__ import annotations
 
-from typing import Any
+from invdiff.lazy import lazy_exports
 
-__all__ = ["PredictorCorrector"]
+_EXPORTS = {"PredictorCorrector": "invdiff_pc.sampler"}
 
-
-def __getattr__(name: str) -> Any:
-    if name == "PredictorCorrector":
-        from invdiff_pc.sampler import PredictorCorrector
-
-        return PredictorCorrector
-    raise AttributeError(f"module 'invdiff_pc' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from invdiff.lazy import lazy_exports
 
-__all__ = ["ConditionalUNet"]
+_EXPORTS = {"ConditionalUNet": "invdiff_unet.net"}
 
-
-def __getattr__(name: str) -> Any:
-    if name == "ConditionalUNet":
-        from invdiff_unet.net import ConditionalUNet
-
-        return ConditionalUNet
-    raise AttributeError(f"module 'invdiff_unet' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
