@@ -60,6 +60,10 @@ class TrainingConfig(BaseModel):
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0, description="linear LR warm-up over this many steps")
+    lr_decay: Literal["constant", "cosine"] = Field(
+        "constant", description="after warm-up: constant, or cosine down to lr * lr_min_ratio"
+    )
+    lr_min_ratio: float = Field(0.02, ge=0, le=1, description="final LR / lr for 'cosine'")
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; None = off")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA weights used for sampling")
     ema_warmup: bool = Field(True, description="ramp the EMA decay up as (1+t)/(10+t)")
@@ -143,6 +147,21 @@ def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return lr
     return lr * min(1.0, (step + 1) / warmup_steps)
+
+
+def scheduled_lr(step: int, cfg: TrainingConfig) -> float:
+    """The LR of 0-based ``step``: linear warm-up, then constant or a cosine decay
+
+    ``lr_t = lr (r + (1 - r) (1 + cos(pi p)) / 2)``, ``p = (t - w) / (steps - w)`` in [0, 1],
+    ``r = lr_min_ratio``: full LR after warm-up, ``r lr`` at the last step.
+    """
+    lr = warmup_lr(step, cfg.lr, cfg.warmup_steps)
+    if cfg.lr_decay == "constant" or step < cfg.warmup_steps:
+        return lr
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    p = min(1.0, (step - cfg.warmup_steps) / span)
+    r = cfg.lr_min_ratio
+    return lr * (r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p)))
 
 
 # -- EMA ---------------------------------------------------------------------------------------
@@ -287,7 +306,7 @@ class Trainer:
 
     # -- one step ----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        return warmup_lr(step, self.config.lr, self.config.warmup_steps)
+        return scheduled_lr(step, self.config)
 
     def _autocast(self):
         if not self.config.bf16:
@@ -475,7 +494,9 @@ class Trainer:
     def _check_same_run(self, ckpt: dict[str, Any], tr: dict[str, Any], path: Any) -> None:
         old = TrainingConfig.model_validate_json(tr["config"]).model_dump()
         new = self.config.model_dump()
-        diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+        # a cosine schedule is laid out over `steps`: changing it would change the trajectory
+        free = RESUMABLE_CHANGES - ({"steps"} if new["lr_decay"] == "cosine" else set())
+        diff = sorted(k for k in new if k not in free and old.get(k) != new[k])
         problems = [f"training.{k}: {old.get(k)!r} in the checkpoint, {new[k]!r} now"
                     for k in diff]
         if int(tr["n_train"]) != len(self.train_data):

@@ -13,7 +13,14 @@ from invdiff.data import Dataset
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.reference import make_problem
 from invdiff.sigmas import geometric
-from invdiff.training import Trainer, TrainingConfig, dsm_loss, dsm_terms, warmup_lr
+from invdiff.training import (
+    Trainer,
+    TrainingConfig,
+    dsm_loss,
+    dsm_terms,
+    scheduled_lr,
+    warmup_lr,
+)
 from tests.nets import TinyScoreNet, gaussian_datasets
 
 SIGMAS = geometric(5.0, 0.05, 10)
@@ -160,6 +167,7 @@ def test_training_learns_the_exact_score(problem, data):
 def test_warmup_schedule(data):
     assert [warmup_lr(k, 1.0, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_lr(0, 0.1, 0) == 0.1
+
     tr = trainer(data, lr=0.2, warmup_steps=5, val_every=1)
     tr.fit()
     lrs = [row["lr"] for row in tr.history]
@@ -337,3 +345,14 @@ def test_resume_refuses_another_run(data, tmp_path):
     more.fit(resume=True)
     assert more.step == 8
     assert (tmp_path / "final.pt").is_file() and (tmp_path / "last.pt").is_file()
+
+
+def test_cosine_schedule():
+    cfg = TrainingConfig(lr=1.0, steps=102, warmup_steps=2, lr_decay="cosine", lr_min_ratio=0.1)
+    lrs = [scheduled_lr(k, cfg) for k in range(102)]
+    assert lrs[:3] == [0.5, 1.0, 1.0]  # warm-up, then the top of the cosine
+    assert lrs[52] == pytest.approx(0.1 + 0.9 * 0.5)  # half way: (1 + cos(pi/2)) / 2
+    assert lrs[101] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+    const = TrainingConfig(lr=1.0, steps=10)
+    assert [scheduled_lr(k, const) for k in range(10)] == [1.0] * 10
