@@ -1,0 +1,156 @@
+"""Write the study's results: ``results.csv`` (tidy, one row per cell), ``results.md`` (tables
+per question, with the command that produced them), ``calibration.json`` and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from invdiff.io import atomic_write_text
+
+from .runner import StudyResult
+
+COLUMNS = ("problem", "net", "sampler", "noise_param", "noise_train", "noise_test", "weights",
+           "n_test", "n_samples", "nfe", "seconds", "train_seconds", "train_steps",
+           "rmse_truth", "bias", "mean_std", "coverage_50", "coverage_90", "reference", "n_ref",
+           "rmse_truth_refset", "ref_rmse_truth", "rmse_ref", "std_ratio", "std_corr",
+           "ref_seconds", "sbc_chi2_p", "sbc_ks")
+
+
+def fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def md_table(rows: Iterable[dict[str, Any]], cols: Sequence[str]) -> str:
+    rows = list(rows)
+    if not rows:
+        return "(no rows)"
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    lines = [",".join(COLUMNS)]
+    for r in rows:
+        lines.append(",".join(_csv_cell(r.get(c)) for c in COLUMNS))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _csv_cell(v: Any) -> str:
+    s = fmt(v) if not isinstance(v, float) else ("" if math.isnan(v) else repr(v))
+    return s if "," not in s else f'"{s}"'
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _diagonal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["noise_train"] == r["noise_test"]]
+
+
+def cost_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per diagonal cell with a sampled reference (MCMC): seconds per new measurement of each,
+    and after how many measurements the training cost is paid back."""
+    out = []
+    for r in _diagonal(rows):
+        if r["reference"] != "mcmc" or not r.get("ref_seconds"):
+            continue
+        saved = r["ref_seconds"] - r["seconds"]
+        out.append({**r, "speedup": r["ref_seconds"] / r["seconds"],
+                    "break_even": r["train_seconds"] / saved if saved > 0 else None})
+    return out
+
+
+def markdown(result: StudyResult, preset_name: str, command: str, header: Sequence[str],
+             peer_problem: str | None, peer_note: str | None, plots: Sequence[str]) -> str:
+    rows = result.rows
+    peer_rows = [r for r in _diagonal(rows) if r["problem"] == peer_problem]
+    mis = [r for r in rows if r["noise_train"] != r["noise_test"]]
+    mis_keys = {(r["problem"], r["noise_test"]) for r in mis}
+    mis_context = [r for r in _diagonal(rows) if (r["problem"], r["noise_test"]) in mis_keys]
+    ref_rows = [r for r in _diagonal(rows) if r["reference"]]
+    parts = [
+        f"# Benchmark study: preset `{preset_name}`", "", f"Command: `{command}`", "",
+        *header, "",
+        "Columns: `seconds` = sampling seconds per measurement (all its samples), `nfe` = "
+        "score evaluations per chain, `rmse_truth` = RMSE of the posterior mean against the "
+        "truth, `bias` = mean of (posterior mean - truth), `coverage_50/90` = fraction of true "
+        "pixels inside the central 50%/90% intervals, `sbc_ks` = KS distance of the SBC ranks "
+        "from uniform. Noise levels are values of `noise_param`.", "",
+        "## All cells", "",
+        md_table(rows, ("problem", "net", "sampler", "noise_train", "noise_test", "nfe",
+                        "seconds", "train_seconds", "rmse_truth", "bias", "coverage_50",
+                        "coverage_90", "sbc_ks")), "",
+        "## Against the reference posterior (well-specified cells)", "",
+        "`rmse_truth_refset` (cSDM) and `ref_rmse_truth` (reference) are over the same "
+        "measurements (the reference's `n_ref`); `rmse_ref` = RMSE between the two means; "
+        "`std_corr` = correlation of the std fields. References: exact = closed form, "
+        "mcmc = inclusion-parameter MCMC, algebraic = OCE stress/strain estimate (no std).", "",
+        md_table(ref_rows, ("problem", "net", "sampler", "noise_test", "reference", "n_ref",
+                            "rmse_truth_refset", "ref_rmse_truth", "rmse_ref", "std_ratio",
+                            "std_corr")), "",
+        "## Misspecified noise", "",
+        "A model trained at `noise_train` sampled on measurements at `noise_test`, next to the "
+        "model trained at `noise_test` (same measurements).", "",
+        md_table(sorted(mis + mis_context, key=lambda r: (r["problem"], r["noise_test"],
+                                                          r["net"], r["sampler"])),
+                 ("problem", "net", "sampler", "noise_train", "noise_test", "rmse_truth",
+                  "bias", "coverage_50", "coverage_90")), "",
+        "## Calibration on held-out simulations", "",
+        "Expected coverage at the nominal levels (pixelwise, pooled) and SBC rank uniformity "
+        "(chi-square p-value treating pixels as independent, so read it as a statistic).", "",
+        md_table(_calibration_rows(result), ("cell", "sbc_chi2_p", "sbc_ks", "coverage")), "",
+        "## Cost: amortized sampling against the MCMC reference", "",
+        "`break_even`: measurements after which training + sampling is cheaper than MCMC.", "",
+        md_table(cost_rows(rows), ("problem", "net", "sampler", "noise_test", "seconds",
+                                   "ref_seconds", "speedup", "train_seconds", "break_even")),
+        "", "## Peer: sbi NPSE on the same simulations", "", peer_note or "", "",
+        md_table(peer_rows, ("problem", "net", "sampler", "noise_test", "train_seconds",
+                             "seconds", "rmse_truth", "rmse_ref", "std_ratio", "std_corr",
+                             "coverage_50", "coverage_90", "sbc_ks")), "",
+        "## Trainings", "",
+        md_table(result.trainings, ("problem", "net", "noise_train", "steps", "seconds",
+                                    "parameters", "n_levels", "val_loss_ema")), "",
+    ]
+    if result.notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]
+    parts += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
+    return "\n".join(parts)
+
+
+def _calibration_rows(result: StudyResult) -> list[dict[str, Any]]:
+    out = []
+    for key, c in result.calibration.items():
+        _, _, _, train, test = key.split("/")
+        if train != test:
+            continue
+        cov = " ".join(f"{lv:g}:{v:.2f}" for lv, v in zip(c["levels"], c["coverage"],
+                                                         strict=True))
+        out.append({"cell": key, "sbc_chi2_p": c["sbc_chi2_p"], "sbc_ks": c["sbc_ks"],
+                    "coverage": cov})
+    return out
+
+
+def write_all(result: StudyResult, out: Path, preset_name: str, command: str,
+              header: Sequence[str], peer_problem: str | None,
+              peer_note: str | None) -> list[Path]:
+    """results.csv, calibration.json, the plots and results.md into ``out``."""
+    from .plots import make_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(result.rows, out / "results.csv")
+    atomic_write_text(out / "calibration.json", json.dumps(result.calibration, indent=1))
+    plots = make_plots(result, out)
+    text = markdown(result, preset_name, command, header, peer_problem, peer_note,
+                    [p.name for p in plots])
+    atomic_write_text(out / "results.md", text)
+    return [out / "results.csv", out / "results.md", out / "calibration.json", *plots]

@@ -1,0 +1,180 @@
+"""Run the study matrix: train each (problem, noise level, net) once, sample each cell.
+
+A cell is (problem, net, sampler, noise_train, noise_test). Training and data go through the
+core pipeline's resumable stages (``run_simulate``, ``run_train``) in ``preset.runs``:
+
+```
+<runs>/<problem>/noise-<L>/data/*.npz            simulated once per level, shared by the nets
+<runs>/<problem>/noise-<L>/<net>/checkpoints/    the pipeline run of one net (data linked in)
+<runs>/<problem>/noise-<L>/<net>/study/*.json    finished cells (skipped on a rerun)
+<runs>/<problem>/references/*.npz                MCMC references, shared by every cell
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invdiff import pipeline
+from invdiff.checkpoint import load_model
+from invdiff.io import atomic_write_text
+from invdiff.metrics import posterior_metrics, rms
+from invdiff.posterior import sample_posterior
+
+from .calibration import calibration_summary
+from .preset import Preset
+from .references import HeldOut, Reference, held_out, reference
+
+
+@dataclass
+class StudyResult:
+    """Rows of ``results.csv`` (one per cell), calibration per cell, trainings, notes."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trainings: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def link_data(src: Path, dst: Path) -> None:
+    """Make the simulated pairs of ``src`` visible in the run folder ``dst`` (hard links,
+    copies where the file system has none), so each net trains on the same data."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.glob("*.npz"):
+        target = dst / f.name
+        if not target.exists():
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copy2(f, target)
+
+
+def use_ema(choice: str, history: Path) -> bool:
+    """True for the EMA weights; ``auto`` takes the lower final validation loss."""
+    if choice != "auto":
+        return choice == "ema"
+    last = json.loads(history.read_text())["history"][-1]
+    raw, ema = last.get("val_loss"), last.get("val_loss_ema")
+    return raw is None or ema is None or ema <= raw
+
+
+def train_level(preset: Preset, problem: str, level: float, progress: bool
+                ) -> dict[str, dict[str, Any]]:
+    """Simulate the data of one training level and train every net on it (both resume)."""
+    data_cfg = preset.experiment(problem, level)
+    pipeline.run_simulate(data_cfg, progress=progress)
+    out = {}
+    for net in preset.nets:
+        cfg = preset.experiment(problem, level, net)
+        link_data(data_cfg.out_dir / "data", cfg.out_dir / "data")
+        summary = pipeline.run_train(cfg, progress=progress)
+        out[net] = {"problem": problem, "net": net, "noise_train": level,
+                    "steps": summary["steps"], "seconds": summary["seconds"],
+                    "parameters": summary["parameters"], "n_levels": summary["n_levels"],
+                    "val_loss_ema": summary["val_loss_ema"]}
+    return out
+
+
+def cell_key(preset: Preset, sampler: str, h: HeldOut, ckpt: Path, ema: bool) -> str:
+    """A digest of everything a cell's numbers depend on (a changed input reruns the cell)."""
+    st = ckpt.stat()
+    spec = preset.problems[h.problem]
+    blob = json.dumps({"sampler": sampler, "params": preset.samplers[sampler],
+                       "n": preset.n_samples, "seed": preset.seed, "test": h.level,
+                       "ckpt": [st.st_size, st.st_mtime_ns], "ema": ema,
+                       "ref": [spec.reference, spec.mcmc.model_dump()],
+                       "levels": preset.calibration_levels, "bins": preset.rank_bins,
+                       "device": preset.device}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def cell_metrics(samples: torch.Tensor, h: HeldOut, ref: Reference | None) -> dict[str, Any]:
+    """Accuracy of posterior samples ``(M, n, *x_shape)`` against the truth and the reference.
+
+    ``bias`` = mean over measurements and pixels of (posterior mean - truth). Against the
+    reference (on its measurements ``ref.index``): ``rmse_ref`` between the means, the
+    reference's own ``ref_rmse_truth`` next to the cSDM's ``rmse_truth_refset`` on the same
+    measurements, and (if the reference has a std) ``std_ratio`` and ``std_corr``.
+    """
+    truth = h.x.to(samples)
+    out: dict[str, Any] = posterior_metrics(samples, truth)
+    out["bias"] = float((samples.double().mean(1) - truth.double()).mean())
+    if ref is None:
+        return out
+    sub, t = samples[ref.index], truth[ref.index]
+    out.update({"rmse_truth_refset": rms(sub.double().mean(1) - t.double()),
+                "ref_rmse_truth": rms(ref.mean.double() - t.double()),
+                "rmse_ref": rms(sub.double().mean(1) - ref.mean.double())})
+    if ref.std is not None:
+        full = posterior_metrics(sub, None, ref.mean, ref.std)
+        out.update(std_ratio=full["std_ratio"], std_corr=full["std_corr"])
+    return out
+
+
+def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Reference | None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sample the held-out posteriors with one sampler; metrics and calibration."""
+    params = {"progress": False, **preset.samplers[sampler]}
+    dev = model.sigmas.device
+    gen = torch.Generator(device=dev).manual_seed(preset.seed)
+    post = sample_posterior(model, h.y.to(dev), sampler=sampler, n=preset.n_samples,
+                            generator=gen, **params)
+    samples = post.samples.detach().float().cpu()
+    metrics = cell_metrics(samples, h, ref)
+    metrics.update(nfe=post.nfe, seconds=post.seconds / len(h.x), n_test=len(h.x),
+                   n_samples=preset.n_samples)
+    calib = calibration_summary(samples, h.x, preset.calibration_levels, preset.rank_bins)
+    metrics.update(sbc_chi2_p=calib["sbc_chi2_p"], sbc_ks=calib["sbc_ks"])
+    return metrics, calib
+
+
+def run_problem(preset: Preset, problem: str, result: StudyResult,
+                log: Callable[[str], None], progress: bool) -> None:
+    """Train the problem's models, then fill its cells into ``result``."""
+    spec = preset.problems[problem]
+    trained = {level: train_level(preset, problem, level, progress)
+               for level in spec.noise_levels}
+    result.trainings += [t for per_net in trained.values() for t in per_net.values()]
+    sets: dict[float, tuple[HeldOut, Reference | None]] = {}
+    for noise_train, noise_test in preset.cells(problem):
+        if noise_test not in sets:
+            h = held_out(preset, problem, noise_test)
+            sets[noise_test] = (h, reference(preset, h))
+        h, ref = sets[noise_test]
+        for net in preset.nets:
+            cfg = preset.experiment(problem, noise_train, net)
+            paths = pipeline.output_paths(cfg)
+            ema = use_ema(preset.weights, paths["history"])
+            model = None
+            for sampler in preset.samplers:
+                key = cell_key(preset, sampler, h, paths["final"], ema)
+                cache = cfg.out_dir / "study" / f"{sampler}-test{noise_test:g}-{key}.json"
+                if cache.exists():
+                    metrics, calib = json.loads(cache.read_text())
+                else:
+                    if model is None:
+                        model = load_model(paths["final"], device=preset.device, ema=ema)
+                    metrics, calib = run_cell(preset, model, sampler, h, ref)
+                    atomic_write_text(cache, json.dumps([metrics, calib]))
+                row = {"problem": problem, "net": net, "sampler": sampler,
+                       "noise_param": spec.noise_param, "noise_train": noise_train,
+                       "noise_test": noise_test, "weights": "ema" if ema else "raw",
+                       "train_seconds": trained[noise_train][net]["seconds"],
+                       "train_steps": trained[noise_train][net]["steps"],
+                       "reference": ref.kind if ref else "", "n_ref": len(ref.index) if ref
+                       else 0, "ref_seconds": ref.seconds if ref else None, **metrics}
+                result.rows.append(row)
+                result.calibration[f"{problem}/{net}/{sampler}/{noise_train:g}/{noise_test:g}"] \
+                    = calib
+                log(f"{problem} {net} {sampler} train {noise_train:g} test {noise_test:g}: "
+                    f"rmse {row['rmse_truth']:.4g}, cov90 {row['coverage_90']:.2f}, "
+                    f"{row['seconds']:.3g} s/measurement")
