@@ -10,6 +10,7 @@ optional dependency: without ``sbi`` the study records why the row is missing.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -67,7 +68,9 @@ def run_peer(preset: Preset, result: StudyResult, log: Callable[[str], None]) ->
                tracker=_NoTracker())
     inf.append_simulations(train.x.flatten(1).float(), train.y.flatten(1).float())
     inf.train(max_num_epochs=spec.max_epochs, training_batch_size=spec.batch_size)
-    post = inf.build_posterior()
+    with warnings.catch_warnings():  # prior=None is deliberate: sbi's improper prior warns
+        warnings.filterwarnings("ignore", message="The passed prior has no support")
+        post = inf.build_posterior()
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     samples = torch.stack([

@@ -67,6 +67,17 @@ def use_ema(choice: str, history: Path) -> bool:
     return raw is None or ema is None or ema <= raw
 
 
+def train_net(cfg: Any, progress: bool) -> dict[str, Any]:
+    """The pipeline's training summary of ``cfg``: read back when an earlier run finished all
+    its steps (``run_train`` would change nothing), else from ``run_train`` (which resumes)."""
+    paths = pipeline.output_paths(cfg)
+    if paths["final"].exists() and paths["history"].exists():
+        summary = json.loads(paths["history"].read_text())
+        if summary.get("steps") == cfg.training.steps:
+            return summary
+    return pipeline.run_train(cfg, progress=progress)
+
+
 def train_level(preset: Preset, problem: str, level: float, progress: bool
                 ) -> dict[str, dict[str, Any]]:
     """Simulate the data of one training level and train every net on it (both resume)."""
@@ -76,7 +87,7 @@ def train_level(preset: Preset, problem: str, level: float, progress: bool
     for net in preset.nets:
         cfg = preset.experiment(problem, level, net)
         link_data(data_cfg.out_dir / "data", cfg.out_dir / "data")
-        summary = pipeline.run_train(cfg, progress=progress)
+        summary = train_net(cfg, progress)
         out[net] = {"problem": problem, "net": net, "noise_train": level,
                     "steps": summary["steps"], "seconds": summary["seconds"],
                     "parameters": summary["parameters"], "n_levels": summary["n_levels"],
@@ -84,13 +95,14 @@ def train_level(preset: Preset, problem: str, level: float, progress: bool
     return out
 
 
-def cell_key(preset: Preset, sampler: str, h: HeldOut, ckpt: Path, ema: bool) -> str:
-    """A digest of everything a cell's numbers depend on (a changed input reruns the cell)."""
-    st = ckpt.stat()
+def cell_key(preset: Preset, sampler: str, h: HeldOut, cfg: Any, ema: bool) -> str:
+    """A digest of everything a cell's numbers depend on (a changed input reruns the cell).
+    The model enters through its experiment config: training is deterministic for a config
+    and its step count (``Trainer.fit`` resumes bit-identically)."""
     spec = preset.problems[h.problem]
     blob = json.dumps({"sampler": sampler, "params": preset.samplers[sampler],
                        "n": preset.n_samples, "seed": preset.seed, "test": h.level,
-                       "ckpt": [st.st_size, st.st_mtime_ns], "ema": ema,
+                       "experiment": cfg.model_dump(mode="json"), "ema": ema,
                        "ref": [spec.reference, spec.mcmc.model_dump()],
                        "levels": preset.calibration_levels, "bins": preset.rank_bins,
                        "device": preset.device}, sort_keys=True)
@@ -156,7 +168,7 @@ def run_problem(preset: Preset, problem: str, result: StudyResult,
             ema = use_ema(preset.weights, paths["history"])
             model = None
             for sampler in preset.samplers:
-                key = cell_key(preset, sampler, h, paths["final"], ema)
+                key = cell_key(preset, sampler, h, cfg, ema)
                 cache = cfg.out_dir / "study" / f"{sampler}-test{noise_test:g}-{key}.json"
                 if cache.exists():
                     metrics, calib = json.loads(cache.read_text())
