@@ -26,7 +26,7 @@ LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
 def gaussian_draws(m: int, n: int, d: int, sample_std: float, seed: int = 0):
-    """Truths N(0, 1) and n samples N(0, sample_std^2) per truth: ``(m, n, 1, d)``, ``(m, 1, d)``."""
+    """Truths N(0, 1) and n samples N(0, sample_std^2) each: ``(m, n, 1, d)``, ``(m, 1, d)``."""
     g = torch.Generator().manual_seed(seed)
     truth = torch.randn(m, 1, d, generator=g, dtype=torch.float64)
     samples = sample_std * torch.randn(m, n, 1, d, generator=g, dtype=torch.float64)
