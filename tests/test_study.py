@@ -205,3 +205,15 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
             assert again[key]["rmse_truth"] == r["rmse_truth"]
             assert again[key]["seconds"] == r["seconds"]
     assert ckpt.stat().st_mtime_ns == stamp
+
+
+def test_overrides_set_preset_values_and_bad_ones_are_named():
+    preset = load_preset("smoke", ROOT, ["base.training.steps=7", "n_samples=5",
+                                         "samplers.annealed-langevin.steps_per_level=2"])
+    cfg = preset.experiment("oce", 300.0, "unet")
+    assert cfg.training.steps == 7 and preset.n_samples == 5
+    assert preset.samplers["annealed-langevin"] == {"steps_per_level": 2}
+    with pytest.raises(ConfigError, match="n_samples"):
+        load_preset("smoke", ROOT, ["n_samples=1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_preset("smoke", ROOT, ["n_samples"])

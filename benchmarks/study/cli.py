@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="results folder (default: the preset's)")
     ap.add_argument("--runs", type=Path, help="pipeline run folders (default: the preset's)")
     ap.add_argument("--only", nargs="+", metavar="PROBLEM", help="run only these problems")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a preset value, e.g. --set base.training.steps=600 "
+                         "(repeatable; recorded in the results' command line)")
     ap.add_argument("--no-peer", action="store_true", help="skip the sbi NPSE peer")
     ap.add_argument("--quiet", action="store_true", help="no progress bars or per-cell lines")
     return ap.parse_args(argv)
@@ -42,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    preset = load_preset(args.preset, ROOT)
+    preset = load_preset(args.preset, ROOT, args.set)
     if args.runs is not None:
         preset = preset.model_copy(update={"runs": str(args.runs)})
     out = args.out or preset.out_dir

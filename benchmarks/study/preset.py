@@ -128,8 +128,31 @@ class Preset(Section):
         return pairs + [p for p in spec.misspecified if p not in pairs]
 
 
-def load_preset(name_or_path: str | Path, root: Path | None = None) -> Preset:
-    """A preset by name (``configs/study/NAME.toml`` under ``root``) or by path."""
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``dotted.key=VALUE`` items in the preset's tables (VALUE is a TOML value, e.g.
+    ``base.training.steps=600`` or ``samplers.annealed-langevin.steps_per_level=3``)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. base.training.steps=600")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word: a string
+        *parents, last = key.split(".")
+        table = data
+        for part in parents:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a table")
+        table[last] = value
+    return data
+
+
+def load_preset(name_or_path: str | Path, root: Path | None = None,
+                overrides: list[str] | None = None) -> Preset:
+    """A preset by name (``configs/study/NAME.toml`` under ``root``) or by path, with
+    ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied."""
     path = Path(name_or_path)
     if not path.suffix:
         path = (root or Path.cwd()) / "configs" / "study" / f"{name_or_path}.toml"
@@ -140,6 +163,7 @@ def load_preset(name_or_path: str | Path, root: Path | None = None) -> Preset:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = apply_overrides(data, overrides or [])
     try:
         preset = Preset.model_validate(data)
     except ValidationError as exc:
