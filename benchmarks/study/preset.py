@@ -63,6 +63,10 @@ class ProblemSpec(Section):
             if train not in self.noise_levels:
                 raise ValueError(f"misspecified pair trains at {train}, which is not one of "
                                  f"noise_levels {self.noise_levels}: add it there")
+        if self.reference == "mcmc" and self.noise_param != "level":
+            raise ValueError("the MCMC reference models relative Gaussian noise: noise_param "
+                             f"must be 'level' (the gaussian noise model's), not "
+                             f"{self.noise_param!r}")
         return self
 
 
