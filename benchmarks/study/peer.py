@@ -19,10 +19,9 @@ import torch
 from invdiff import pipeline
 from invdiff.data import load_dataset
 
-from .calibration import calibration_summary
 from .preset import Preset
 from .references import held_out, reference
-from .runner import StudyResult, cell_metrics
+from .runner import StudyResult, score_samples
 
 
 class _NoTracker:
@@ -77,21 +76,13 @@ def run_peer(preset: Preset, result: StudyResult, log: Callable[[str], None]) ->
         post.sample((preset.n_samples,), x=y.flatten().float().to(preset.device),
                     steps=spec.steps, show_progress_bars=False, reject_outside_prior=False)
         for y in h.y]).cpu().reshape(len(h.y), preset.n_samples, *h.x.shape[1:])
-    seconds = (time.perf_counter() - t0) / len(h.y)
-    metrics = cell_metrics(samples, h, ref)
-    calib = calibration_summary(samples, h.x, preset.calibration_levels, preset.rank_bins)
-    metrics.update(sbc_chi2_p=calib["sbc_chi2_p"], sbc_ks=calib["sbc_ks"])
-    row = {"problem": spec.problem, "net": "sbi-npse-mlp", "sampler": "sbi-euler-maruyama",
-           "noise_param": preset.problems[spec.problem].noise_param, "noise_train": level,
-           "noise_test": level, "weights": "", "n_test": len(h.y), "n_samples": preset.n_samples,
-           "nfe": spec.steps, "seconds": seconds, "train_seconds": train_s,
-           "train_steps": None, "reference": ref.kind if ref else "",
-           "n_ref": len(ref.index) if ref else 0, "ref_seconds": ref.seconds if ref else None,
-           **metrics}
-    result.rows.append(row)
-    result.calibration[f"{spec.problem}/sbi-npse-mlp/sbi-euler-maruyama/{level:g}/{level:g}"] \
-        = calib
+    metrics, calib = score_samples(preset, samples, h, ref, spec.steps,
+                                   time.perf_counter() - t0)
+    cell = {"problem": spec.problem, "net": "sbi-npse-mlp", "sampler": "sbi-euler-maruyama",
+            "noise_param": preset.problems[spec.problem].noise_param, "noise_train": level,
+            "noise_test": level, "weights": "", "train_seconds": train_s, "train_steps": None}
+    row = result.add(cell, ref, metrics, calib)
     log(f"peer sbi {sbi.__version__} NPSE: rmse {row['rmse_truth']:.4g}, "
-        f"cov90 {row['coverage_90']:.2f}, {seconds:.3g} s/measurement")
+        f"cov90 {row['coverage_90']:.2f}, {row['seconds']:.3g} s/measurement")
     return (f"sbi {sbi.__version__} NPSE (MLP, VE SDE) trained on the same {len(train)} "
             f"simulated pairs (at most {spec.max_epochs} epochs), {spec.steps} sampling steps.")

@@ -44,6 +44,19 @@ class StudyResult:
     trainings: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def add(self, cell: dict[str, Any], ref: Reference | None, metrics: dict[str, Any],
+            calib: dict[str, Any]) -> dict[str, Any]:
+        """Record one cell: ``cell`` names it (problem, net, sampler, noise_param,
+        noise_train, noise_test and any extra columns); returns its row."""
+        row = {**cell, "reference": ref.kind if ref else "",
+               "n_ref": len(ref.index) if ref else 0,
+               "ref_seconds": ref.seconds if ref else None, **metrics}
+        self.rows.append(row)
+        key = "/".join([cell["problem"], cell["net"], cell["sampler"],
+                        f"{cell['noise_train']:g}", f"{cell['noise_test']:g}"])
+        self.calibration[key] = calib
+        return row
+
 
 def link_data(src: Path, dst: Path) -> None:
     """Make the simulated pairs of ``src`` visible in the run folder ``dst`` (hard links,
@@ -135,6 +148,18 @@ def cell_metrics(samples: torch.Tensor, h: HeldOut, ref: Reference | None) -> di
     return out
 
 
+def score_samples(preset: Preset, samples: torch.Tensor, h: HeldOut, ref: Reference | None,
+                  nfe: int, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics and calibration of posterior samples ``(M, n, *x_shape)`` (CPU) of ``h``;
+    ``seconds``: sampling wall time for all M measurements."""
+    metrics = cell_metrics(samples, h, ref)
+    calib = calibration_summary(samples, h.x, preset.calibration_levels, preset.rank_bins)
+    metrics.update(nfe=nfe, seconds=seconds / len(h.x), n_test=len(h.x),
+                   n_samples=int(samples.shape[1]), sbc_chi2_p=calib["sbc_chi2_p"],
+                   sbc_ks=calib["sbc_ks"])
+    return metrics, calib
+
+
 def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Reference | None
              ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Sample the held-out posteriors with one sampler; metrics and calibration."""
@@ -143,13 +168,8 @@ def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Referenc
     gen = torch.Generator(device=dev).manual_seed(preset.seed)
     post = sample_posterior(model, h.y.to(dev), sampler=sampler, n=preset.n_samples,
                             generator=gen, **params)
-    samples = post.samples.detach().float().cpu()
-    metrics = cell_metrics(samples, h, ref)
-    metrics.update(nfe=post.nfe, seconds=post.seconds / len(h.x), n_test=len(h.x),
-                   n_samples=preset.n_samples)
-    calib = calibration_summary(samples, h.x, preset.calibration_levels, preset.rank_bins)
-    metrics.update(sbc_chi2_p=calib["sbc_chi2_p"], sbc_ks=calib["sbc_ks"])
-    return metrics, calib
+    return score_samples(preset, post.samples.detach().float().cpu(), h, ref, post.nfe,
+                         post.seconds)
 
 
 def run_problem(preset: Preset, problem: str, result: StudyResult,
@@ -180,16 +200,12 @@ def run_problem(preset: Preset, problem: str, result: StudyResult,
                         model = load_model(paths["final"], device=preset.device, ema=ema)
                     metrics, calib = run_cell(preset, model, sampler, h, ref)
                     atomic_write_text(cache, json.dumps([metrics, calib]))
-                row = {"problem": problem, "net": net, "sampler": sampler,
-                       "noise_param": spec.noise_param, "noise_train": noise_train,
-                       "noise_test": noise_test, "weights": "ema" if ema else "raw",
-                       "train_seconds": trained[noise_train][net]["seconds"],
-                       "train_steps": trained[noise_train][net]["steps"],
-                       "reference": ref.kind if ref else "", "n_ref": len(ref.index) if ref
-                       else 0, "ref_seconds": ref.seconds if ref else None, **metrics}
-                result.rows.append(row)
-                result.calibration[f"{problem}/{net}/{sampler}/{noise_train:g}/{noise_test:g}"] \
-                    = calib
+                cell = {"problem": problem, "net": net, "sampler": sampler,
+                        "noise_param": spec.noise_param, "noise_train": noise_train,
+                        "noise_test": noise_test, "weights": "ema" if ema else "raw",
+                        "train_seconds": trained[noise_train][net]["seconds"],
+                        "train_steps": trained[noise_train][net]["steps"]}
+                row = result.add(cell, ref, metrics, calib)
                 log(f"{problem} {net} {sampler} train {noise_train:g} test {noise_test:g}: "
                     f"rmse {row['rmse_truth']:.4g}, cov90 {row['coverage_90']:.2f}, "
                     f"{row['seconds']:.3g} s/measurement")
