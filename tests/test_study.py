@@ -140,6 +140,8 @@ def test_unknown_problem_and_preset_are_named(tmp_path):
         load_preset("nonesuch", ROOT)
     with pytest.raises(ConfigError, match="--only nonesuch: not in preset smoke"):
         main(["smoke", "--only", "nonesuch", "--runs", str(tmp_path), "--quiet"])
+    with pytest.raises(ConfigError, match="--nets mlp: not in preset smoke; it has unet"):
+        main(["smoke", "--nets", "mlp", "--runs", str(tmp_path), "--quiet"])
 
 
 # -- the smoke preset end to end -------------------------------------------------------------

@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="results folder (default: the preset's)")
     ap.add_argument("--runs", type=Path, help="pipeline run folders (default: the preset's)")
     ap.add_argument("--only", nargs="+", metavar="PROBLEM", help="run only these problems")
+    ap.add_argument("--nets", nargs="+", metavar="NET", help="run only these nets")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a preset value, e.g. --set base.training.steps=600 "
                          "(repeatable; recorded in the results' command line)")
@@ -49,11 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         preset = preset.model_copy(update={"runs": str(args.runs)})
     out = args.out or preset.out_dir
-    problems = args.only or list(preset.problems)
-    unknown = [p for p in problems if p not in preset.problems]
-    if unknown:
-        raise ConfigError(f"--only {' '.join(unknown)}: not in preset {preset.name}; its "
-                          f"problems are {', '.join(preset.problems)}")
+    problems = _select("--only", args.only, preset.problems, preset.name)
+    nets = _select("--nets", args.nets, preset.nets, preset.name)
+    preset = preset.model_copy(update={"nets": {n: preset.nets[n] for n in nets}})
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     result = StudyResult()
     start = time.perf_counter()
@@ -75,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
                       preset.peer.problem if peer_note else None, peer_note)
     log("wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def _select(option: str, chosen: list[str] | None, known: dict, preset: str) -> list[str]:
+    """The names an option picks (all if not given); unknown ones are an error naming them."""
+    if not chosen:
+        return list(known)
+    unknown = [c for c in chosen if c not in known]
+    if unknown:
+        raise ConfigError(f"{option} {' '.join(unknown)}: not in preset {preset}; it has "
+                          f"{', '.join(known)}")
+    return list(chosen)
 
 
 def _cpus() -> int:
