@@ -88,7 +88,12 @@ def make_ladder(cfg: ExperimentConfig, train: Dataset) -> tuple[torch.Tensor, li
 def build_net(cfg: ExperimentConfig, x_shape: tuple, y_shape: tuple) -> tuple[Any, dict]:
     """The score net of the config for these shapes, and the spec that rebuilds it."""
     params = {**cfg.net.params, "x_shape": list(x_shape), "y_shape": list(y_shape)}
-    return create("score_net", cfg.net.name, **params), {"name": cfg.net.name, "params": params}
+    # Initial weights come from torch's global generator: seed it from the config (without
+    # disturbing the caller's stream), so that two fresh runs of one config are identical.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.training.seed)
+        net = create("score_net", cfg.net.name, **params)
+    return net, {"name": cfg.net.name, "params": params}
 
 
 def _datasets(cfg: ExperimentConfig, progress: bool) -> tuple[Dataset, Dataset]:
@@ -195,10 +200,12 @@ def embedded_config(name: str = "demo-elasticity") -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def _deep_update(base: dict[str, Any], over: dict[str, Any]) -> None:
+def deep_update(base: dict[str, Any], over: dict[str, Any]) -> None:
+    """Merge ``over`` into ``base`` in place, table by table (nested dicts merge, values
+    replace)."""
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
+            deep_update(base[key], value)
         else:
             base[key] = value
 
@@ -216,6 +223,6 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
     data.setdefault("output", {})["dir"] = str(out)
     overrides = data.pop("quick", {})
     if quick:
-        _deep_update(data, overrides)
+        deep_update(data, overrides)
     cfg = parse_config(data, f"invdiff/configs/demo-{problem}.toml")
     return run_run(cfg, progress)

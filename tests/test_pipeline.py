@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from invdiff import pipeline
 from invdiff.cli import main
@@ -84,3 +85,15 @@ def test_cli_run(cfg_path, tmp_path, capsys, fresh_registry):
     out = json.loads(capsys.readouterr().out)
     assert out["sampler"] == "annealed-langevin"
     assert (tmp_path / "cli" / "metrics.json").exists()
+
+
+def test_fresh_nets_are_seeded_from_the_config(cfg_path, fresh_registry):
+    cfg = load_config(cfg_path)
+    a, _ = pipeline.build_net(cfg, (1, 8, 8), (1, 8, 8))
+    torch.manual_seed(12345)  # the caller's global stream does not matter...
+    b, _ = pipeline.build_net(cfg, (1, 8, 8), (1, 8, 8))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    cfg.training.seed += 1  # ...the config's seed does
+    c, _ = pipeline.build_net(cfg, (1, 8, 8), (1, 8, 8))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(),
+                                                      strict=True))

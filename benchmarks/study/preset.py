@@ -25,7 +25,7 @@ from invdiff.config import (
     parse_config,
 )
 from invdiff.errors import ConfigError, UnknownComponentError
-from invdiff.pipeline import _deep_update  # the pipeline's merge of config tables
+from invdiff.pipeline import deep_update  # the pipeline's merge of config tables
 from invdiff.plugins import get_registry, validate_params
 
 CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -112,7 +112,7 @@ class Preset(Section):
         (the first net's config, with the data folder as output)."""
         spec = self.problems[problem]
         data = copy.deepcopy(self.base)
-        _deep_update(data, copy.deepcopy(spec.experiment))
+        deep_update(data, copy.deepcopy(spec.experiment))
         net_name = net or next(iter(self.nets))
         data["net"] = self.nets[net_name].model_dump()
         data.setdefault("training", {})["device"] = self.device

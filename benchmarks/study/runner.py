@@ -88,9 +88,6 @@ def train_net(cfg: Any, progress: bool) -> dict[str, Any]:
         summary = json.loads(paths["history"].read_text())
         if summary.get("steps") == cfg.training.steps:
             return summary
-    # The pipeline builds the net from torch's global generator: seed it, so that a fresh
-    # training is reproducible (a resumed one loads its weights and is unaffected).
-    torch.manual_seed(cfg.training.seed)
     return pipeline.run_train(cfg, progress=progress)
 
 
