@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 PLUGINS := $(sort $(wildcard plugins/invdiff-*))
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint demo bench clean
+.PHONY: install test test-slow test-bars lint demo bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 test: install  ## the default test run (fast; slow end-to-end tests excluded)
 	$(BIN)/pytest
 
-test-slow: install  ## the slow end-to-end tests
-	$(BIN)/pytest -m slow; rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
+test-slow: install  ## the slow end-to-end tests (CI)
+	$(BIN)/pytest -m "slow and not bar"; rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
+
+test-bars: install  ## issue-level accuracy bars on a CPU budget (about 15 minutes; narrow margins)
+	$(BIN)/pytest -m bar
 
 lint: install
 	$(BIN)/ruff check .

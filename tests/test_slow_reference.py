@@ -5,6 +5,11 @@ posterior. 16 x 16 Gaussian field, blur 1.5 px, half the pixels masked at random
 Bar: posterior mean error <= 0.5 exact posterior std (RMS over pixels and measurements), mean
 std within [0.6, 1.5] of the exact one. Budget and measured numbers:
 docs/results/reference-accuracy.md (the same config, configs/reference-unet.toml).
+
+Marked ``bar`` as well as ``slow``: two independent runs met the bar only narrowly (mean error
+0.492 with a constant LR, 0.496 with this test's cosine schedule; std ratio 1.21 and 1.19), too
+thin a margin for a CI gate, so CI's slow run (``-m "slow and not bar"``) leaves it out and
+``make test-bars`` runs it (about 15 minutes on 2 quiet cores).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ STEPS = 5000  # about 15 minutes of training on 2 quiet CPU cores (173 ms per st
 
 
 @pytest.mark.slow
+@pytest.mark.bar
 def test_unet_learns_the_reference_posterior(tmp_path):
     cfg = load_config(ROOT / "configs" / "reference-unet.toml")
     cfg.output.dir = str(tmp_path / "run")
