@@ -63,8 +63,13 @@ def simulate_chunk(
 
 
 def _worker_init() -> None:
-    # One BLAS/OpenMP thread per worker process: workers parallelise across chunks.
+    # One torch and one BLAS thread per worker process: workers parallelise across chunks.
+    # OpenBLAS threads spin while waiting, so 2 workers x 2 BLAS threads on 2 cores made FEM
+    # simulation (scipy banded solves) over 10x slower than one worker.
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(1)
+    threadpool_limits(1)
 
 
 def _run_chunk(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
