@@ -1,7 +1,9 @@
 """Training a conditional score network by denoising score matching (DSM).
 
 Loss (Dasgupta et al. 2025, Eq. 15; NCSNv2's sigma^2-weighted objective). For a pair (x, y)
-draw a level sigma uniformly from the ladder sigma_1 > ... > sigma_L and z ~ N(0, I); with
+draw a level sigma uniformly from the ladder sigma_1 > ... > sigma_L (or, with
+``sigma_sampling = "log-normal"``, ln sigma ~ N(m, s^2) clamped to [sigma_L, sigma_1], which
+weights the scales of the posterior over the large levels) and z ~ N(0, I); with
 x~ = x + sigma z the DSM target is grad_x~ log N(x~; x, sigma^2 I) = -z / sigma, so
 
     l(x, y, sigma, z) = 1/2 || sigma s(x~, y, sigma) + z ||^2       (sum over all pixels)
@@ -75,6 +77,12 @@ class TrainingConfig(BaseModel):
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
     redraw_noise: bool = Field(False, description="fresh measurement noise on y every epoch")
+    sigma_sampling: Literal["ladder", "log-normal"] = Field(
+        "ladder", description="training levels: uniform over the ladder (NCSNv2), or "
+        "ln sigma ~ N(sigma_log_mean, sigma_log_std^2) clamped to the ladder's range (EDM)"
+    )
+    sigma_log_mean: float = Field(-1.2, description="log-normal: mean of ln sigma")
+    sigma_log_std: float = Field(1.2, gt=0, description="log-normal: std of ln sigma")
     channels_last: bool = False
     bf16: bool = Field(False, description="bfloat16 autocast for the network")
 
@@ -111,12 +119,28 @@ def dsm_terms(
 
 
 def _draw_dsm(
-    x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    generator: torch.Generator | None,
+    log_normal: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One level per example, uniform over the ladder, and z ~ N(0, I) like x."""
+    """One level per example and z ~ N(0, I) like x.
+
+    Levels are uniform over the ladder, or with ``log_normal = (m, s)`` continuous,
+    ``ln sigma ~ N(m, s^2)`` clamped to ``[sigma_L, sigma_1]`` (Karras et al. 2022): this spends
+    the training on the scales where the posterior's structure lives instead of on the many
+    large levels, whose score is close to the trivial ``-(x~ - mean) / sigma^2``.
+    """
     dev = generator.device if generator is not None else x.device
-    idx = torch.randint(sigmas.numel(), (x.shape[0],), generator=generator, device=dev)
-    return sigmas.to(x.device)[idx.to(x.device)], randn(x.shape, generator, x)
+    if log_normal is None:
+        idx = torch.randint(sigmas.numel(), (x.shape[0],), generator=generator, device=dev)
+        sigma = sigmas.to(dev)[idx]
+    else:
+        m, s = log_normal
+        ln = m + s * torch.randn(x.shape[0], generator=generator, device=dev,
+                                 dtype=sigmas.dtype)
+        sigma = ln.exp().clamp(float(sigmas.min()), float(sigmas.max()))
+    return sigma.to(device=x.device, dtype=x.dtype), randn(x.shape, generator, x)
 
 
 def dsm_loss(
@@ -125,11 +149,13 @@ def dsm_loss(
     y: torch.Tensor,
     sigmas: torch.Tensor,
     generator: torch.Generator | None = None,
+    log_normal: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """The sigma^2-weighted DSM loss (scalar) of a batch, as in the module docstring.
 
     x: ``(B, *x_shape)``, y: ``(B, *y_shape)`` (normalised units), sigmas: decreasing ``(L,)``.
-    Levels and noise are drawn from ``generator`` (its device; the global RNG if None).
+    Levels and noise are drawn from ``generator`` (its device; the global RNG if None):
+    uniform over the ladder, or log-normal with ``log_normal = (mean, std)`` of ln sigma.
     """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.dim() < 2:
         raise DataError("dsm_loss needs tensors x (B, *x_shape) and y (B, *y_shape)")
@@ -138,7 +164,7 @@ def dsm_loss(
             f"x has batch {x.shape[0]} but y has shape {tuple(y.shape)}; give one y per x"
         )
     sigmas = check_ladder(torch.as_tensor(sigmas, dtype=x.dtype))
-    sigma, z = _draw_dsm(x, sigmas, generator)
+    sigma, z = _draw_dsm(x, sigmas, generator, log_normal)
     return dsm_terms(score_net, x, y, sigma, z).mean()
 
 
@@ -233,6 +259,8 @@ class Trainer:
         self.config = cfg = config if config is not None else TrainingConfig()
         self.device = _resolve_device(cfg.device)
         self.sigmas = check_ladder(torch.as_tensor(sigmas, dtype=torch.float32)).to(self.device)
+        self._log_normal = ((cfg.sigma_log_mean, cfg.sigma_log_std)
+                            if cfg.sigma_sampling == "log-normal" else None)
         _check_data(net, train, "train")
         if val is not None:
             _check_data(net, val, "val")
@@ -323,7 +351,7 @@ class Trainer:
             group["lr"] = lr
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sigma, z = _draw_dsm(x, self.sigmas, self.generator)
+        sigma, z = _draw_dsm(x, self.sigmas, self.generator, self._log_normal)
         with self._autocast():
             loss = dsm_terms(self.net, x, y, sigma, z).mean()
         loss.backward()

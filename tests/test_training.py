@@ -125,6 +125,62 @@ def test_dsm_loss_bad_input():
         dsm_loss(net, x, x, SIGMAS.flip(0))
 
 
+def _drawn_sigmas(n: int, **kw) -> torch.Tensor:
+    """The levels dsm_loss draws for a batch of n (recorded by a trivial score)."""
+    seen = []
+
+    def score(xt, y, sigma):
+        seen.append(sigma)
+        return torch.zeros_like(xt)
+
+    x = torch.zeros(n, 1, 1, 1)
+    dsm_loss(score, x, x, SIGMAS, torch.Generator().manual_seed(0), **kw)
+    return seen[0]
+
+
+def test_levels_uniform_over_the_ladder_by_default():
+    n = 100_000
+    sig = _drawn_sigmas(n)
+    counts = (sig[:, None] == SIGMAS[None, :]).sum(0)
+    assert int(counts.sum()) == n  # every draw is a ladder level
+    expected = n / len(SIGMAS)  # binomial sd ~ 95: 5 sd bound
+    assert (counts - expected).abs().max() < 5 * math.sqrt(expected)
+
+
+def test_log_normal_levels_follow_the_clamped_distribution():
+    """ln sigma ~ N(m, s^2) clamped to [sigma_L, sigma_1]: the clamped mass at each end and the
+    interior quantiles are those of the normal distribution."""
+    n, m, s = 200_000, -0.5, 1.5
+    sig = _drawn_sigmas(n, log_normal=(m, s)).double()
+    lo, hi = float(SIGMAS[-1]), float(SIGMAS[0])
+    normal = torch.distributions.Normal(m, s)
+    assert sig.min() >= lo - 1e-7 and sig.max() <= hi + 1e-6
+    p_lo = float(normal.cdf(torch.tensor(math.log(lo))))
+    p_hi = 1 - float(normal.cdf(torch.tensor(math.log(hi))))
+    tol = 5 * math.sqrt(0.25 / n)
+    assert float((sig <= lo * (1 + 1e-6)).double().mean()) == pytest.approx(p_lo, abs=tol)
+    assert float((sig >= hi * (1 - 1e-6)).double().mean()) == pytest.approx(p_hi, abs=tol)
+    for q in (0.3, 0.5, 0.7):  # interior quantiles, away from the clamps
+        expected = float(normal.icdf(torch.tensor(q)))
+        assert math.log(float(torch.quantile(sig, q))) == pytest.approx(expected, abs=0.02)
+
+
+def test_trainer_uses_the_configured_level_distribution(data):
+    """The Trainer's draws follow the config: log-normal draws are not ladder levels."""
+    t = trainer(data, sigma_sampling="log-normal", sigma_log_mean=0.0, sigma_log_std=1.0)
+    seen = []
+    forward = t.net.forward
+    t.net.forward = lambda x, y, sigma: (seen.append(sigma), forward(x, y, sigma))[1]
+    t.train_step(*t.batch(0))
+    sig = seen[0]
+    inner = sig[(sig > t.sigmas[-1]) & (sig < t.sigmas[0])]  # the clamps give the end levels
+    assert sig.numel() == 64 and inner.numel() > 50 and inner.unique().numel() == inner.numel()
+    assert not (inner[:, None] == t.sigmas[None, :]).any()
+    assert trainer(data)._log_normal is None
+    with pytest.raises(ValidationError, match="sigma_sampling"):
+        small_config(sigma_sampling="uniform")
+
+
 # -- learning ----------------------------------------------------------------------------------
 def test_training_learns_the_exact_score(problem, data):
     """A tiny MLP gets within a few percent of the exact noised posterior score.
