@@ -10,17 +10,25 @@ import torch
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore.
+    """Run the block with ``n`` torch intra-op threads and at most ``n`` threads in the native
+    BLAS/OpenMP pools (numpy/scipy's OpenBLAS, MKL; via threadpoolctl), then restore both.
+    None leaves everything as is.
 
     Small tensors gain nothing from a second thread, and on a shared, loaded CPU the threads'
     barriers made small jobs 10-100x slower (measured in this project's tests and benchmarks).
+    BLAS counts as much as torch: an MCMC reference whose FEM solves (LAPACK dpbsv) ran
+    under ``torch_threads(1)`` with OpenBLAS's default two threads beside another job spent a
+    second core spinning and ran several times slower than with one.
     """
     if n is None:
         yield
         return
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
-        yield
+        with threadpool_limits(limits=n):
+            yield
     finally:
         torch.set_num_threads(before)
