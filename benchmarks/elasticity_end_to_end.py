@@ -19,12 +19,14 @@ Run::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from invdiff import pipeline
@@ -32,6 +34,7 @@ from invdiff.checkpoint import load_model
 from invdiff.config import load_config
 from invdiff.data import load_dataset
 from invdiff.figures import posterior_figure
+from invdiff.io import cached_arrays
 from invdiff.metrics import coverage, rms
 from invdiff.posterior import sample_posterior
 from invdiff.runtime import torch_threads
@@ -40,17 +43,32 @@ SAMPLERS = ("annealed-langevin", "predictor-corrector")
 
 
 def mcmc_reference(cfg, test, m: int, n_steps: int, n_walkers: int) -> dict:
-    """MCMC posterior mean/std fields for held-out pair ``m`` (known noise std, as simulated)."""
+    """MCMC posterior mean/std fields for held-out pair ``m`` (known noise std, as simulated).
+
+    Cached in ``<output.dir>/references/`` under a digest of the measurement, the chain's size
+    and the problem, so a rerun (e.g. after retraining the net) does not repeat the chain."""
     from invdiff_elasticity.mcmc import reference_posterior, relative_noise_std
 
     prior, fem, _ = pipeline.build_problem(cfg)
     level = cfg.problem.noise_model.params["level"]
     noise_std = relative_noise_std(test.y_clean[m], level)
-    res = reference_posterior(test.y[m], noise_std, prior, fem, n_steps=n_steps,
-                              n_walkers=n_walkers, seed=m)
-    return {"mean": res.mean_field.float()[None], "std": res.std_field.float()[None],
-            "rhat_max": float(max(res.rhat)), "ess_min": float(min(res.ess)),
-            "seconds": res.seconds, "solves": res.n_forward_solves}
+    key = hashlib.sha1(test.y[m].numpy().tobytes() + json.dumps(
+        cfg.problem.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+    path = cfg.out_dir / "references" / (
+        f"mcmc-{m}-{n_steps}x{n_walkers}-{key}.npz")
+
+    def compute() -> dict[str, np.ndarray]:
+        res = reference_posterior(test.y[m], noise_std, prior, fem, n_steps=n_steps,
+                                  n_walkers=n_walkers, seed=m)
+        return {"mean": res.mean_field.float().numpy(), "std": res.std_field.float().numpy(),
+                "rhat_max": np.array(max(res.rhat)), "ess_min": np.array(min(res.ess)),
+                "seconds": np.array(res.seconds), "solves": np.array(res.n_forward_solves)}
+
+    arrays = cached_arrays(path, compute)
+    return {"mean": torch.from_numpy(arrays["mean"])[None],
+            "std": torch.from_numpy(arrays["std"])[None],
+            "rhat_max": float(arrays["rhat_max"]), "ess_min": float(arrays["ess_min"]),
+            "seconds": float(arrays["seconds"]), "solves": int(arrays["solves"])}
 
 
 def run(config: str, n_ref: int, n_samples: int, mcmc_steps: int, walkers: int,

@@ -47,3 +47,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict]) -> dict:
+    """``compute()``'s dict of numpy arrays, read back from the ``.npz`` at ``path`` if an
+    earlier run wrote it, else computed and written atomically (expensive references, e.g. an
+    MCMC chain, survive an interrupted or repeated run). Arrays only: no pickles."""
+    import numpy as np
+
+    path = Path(path)
+    if path.exists():
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    arrays = {k: np.asarray(v) for k, v in compute().items()}
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return arrays

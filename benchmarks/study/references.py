@@ -29,7 +29,7 @@ import torch
 
 from invdiff import pipeline
 from invdiff.data import load_dataset
-from invdiff.io import atomic_write
+from invdiff.io import cached_arrays
 from invdiff.plugins import create
 
 from .preset import Preset
@@ -138,14 +138,3 @@ def reference(preset: Preset, h: HeldOut) -> Reference | None:
     """The problem's reference posterior on the held-out set ``h``."""
     cache = Path(preset.runs) / h.problem / "references"
     return REFERENCES[preset.problems[h.problem].reference](preset, h, cache)
-
-
-def cached_arrays(path: Path, compute: Callable[[], dict[str, np.ndarray]]
-                  ) -> dict[str, np.ndarray]:
-    """``compute()``'s arrays, read from ``path`` if an earlier run wrote them."""
-    if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    arrays = compute()
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
-    return arrays

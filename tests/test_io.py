@@ -1,0 +1,39 @@
+"""Atomic writes and the npz cache of expensive arrays."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from invdiff.io import atomic_write, cached_arrays
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write(path, lambda fh: fh.write(b"old"))
+
+    def broken(fh):
+        fh.write(b"half")
+        raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["a.txt"]  # no temporary file left behind
+
+
+def test_cached_arrays_computes_once_and_reads_back(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"mean": np.arange(6.0).reshape(2, 3), "ess": 412.5}
+
+    path = tmp_path / "refs" / "mcmc-0.npz"
+    first = cached_arrays(path, compute)
+    again = cached_arrays(path, compute)
+    assert len(calls) == 1 and path.exists()
+    np.testing.assert_array_equal(again["mean"], first["mean"])
+    assert float(again["ess"]) == 412.5 and again["mean"].shape == (2, 3)
