@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from invdiff.config import check_components, load_config, parse_config
@@ -79,3 +81,14 @@ def test_embedded_demo_configs_are_valid(fresh_registry, name):
     cfg = parse_config(data)
     check_components(cfg)
     assert cfg.net.name == "unet"
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_experiment_configs_are_valid(path):
+    """Every experiment config in configs/ (the docs' commands use them) loads, and its
+    components exist in the installed plugins with valid parameters."""
+    cfg = load_config(path)  # load_config checks the components against the registry
+    assert cfg.name and cfg.training.steps >= 1
