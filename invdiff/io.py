@@ -52,13 +52,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict]) -> dict:
     """``compute()``'s dict of numpy arrays, read back from the ``.npz`` at ``path`` if an
     earlier run wrote it, else computed and written atomically (expensive references, e.g. an
-    MCMC chain, survive an interrupted or repeated run). Arrays only: no pickles."""
+    MCMC chain, survive an interrupted or repeated run). Arrays only: no pickles. An unreadable
+    cache file (e.g. damaged by hand) is reported in a warning and computed again."""
+    import warnings
+    import zipfile
+
     import numpy as np
 
     path = Path(path)
     if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            warnings.warn(f"cached arrays {path} are unreadable ({err}); computing them again",
+                          stacklevel=2)
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     atomic_write(path, lambda fh: np.savez(fh, **arrays))
     return arrays

@@ -37,3 +37,12 @@ def test_cached_arrays_computes_once_and_reads_back(tmp_path):
     assert len(calls) == 1 and path.exists()
     np.testing.assert_array_equal(again["mean"], first["mean"])
     assert float(again["ess"]) == 412.5 and again["mean"].shape == (2, 3)
+
+
+def test_cached_arrays_recomputes_an_unreadable_cache(tmp_path):
+    path = tmp_path / "ref.npz"
+    path.write_bytes(b"not a zip archive")
+    with pytest.warns(UserWarning, match="unreadable.*computing them again"):
+        out = cached_arrays(path, lambda: {"a": np.ones(3)})
+    np.testing.assert_array_equal(out["a"], np.ones(3))
+    np.testing.assert_array_equal(cached_arrays(path, lambda: {})["a"], np.ones(3))  # rewritten
