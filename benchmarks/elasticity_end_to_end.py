@@ -72,8 +72,10 @@ def mcmc_reference(cfg, test, m: int, n_steps: int, n_walkers: int) -> dict:
 
 
 def run(config: str, n_ref: int, n_samples: int, mcmc_steps: int, walkers: int,
-        figures: Path | None, threads: int | None) -> list[dict]:
+        figures: Path | None, threads: int | None, steps: int | None = None) -> list[dict]:
     cfg = load_config(config)
+    if steps is not None:  # training resumes from the config's run (bit-identical), so a
+        cfg.training.steps = steps  # longer budget continues the shorter one
     with torch_threads(threads):
         pipeline.run_simulate(cfg, progress=False)
         summary = pipeline.run_train(cfg, progress=False)
@@ -138,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mcmc-steps", type=int, default=2000)
     p.add_argument("--walkers", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="override training.steps")
     p.add_argument("--figures", type=Path)
     p.add_argument("--write")
     args = p.parse_args(argv)
     start = time.time()
     rows = run(args.config, args.n_ref, args.n_samples, args.mcmc_steps, args.walkers,
-               args.figures, args.threads)
+               args.figures, args.threads, args.steps)
     table = to_markdown(rows)
     train = next(r for r in rows if r["sampler"] == "training")
     print(table)
