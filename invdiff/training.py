@@ -139,7 +139,8 @@ def _draw_dsm(
         m, s = log_normal
         ln = m + s * torch.randn(x.shape[0], generator=generator, device=dev,
                                  dtype=sigmas.dtype)
-        sigma = ln.exp().clamp(float(sigmas.min()), float(sigmas.max()))
+        ends = sigmas.to(dev)  # decreasing (check_ladder): tensor bounds, no host sync
+        sigma = ln.exp().clamp(ends[-1], ends[0])
     return sigma.to(device=x.device, dtype=x.dtype), randn(x.shape, generator, x)
 
 
