@@ -58,11 +58,8 @@ def mcmc_reference(cfg, test, m: int, n_steps: int, n_walkers: int) -> dict:
         f"mcmc-{m}-{n_steps}x{n_walkers}-{key}.npz")
 
     def compute() -> dict[str, np.ndarray]:
-        res = reference_posterior(test.y[m], noise_std, prior, fem, n_steps=n_steps,
-                                  n_walkers=n_walkers, seed=m)
-        return {"mean": res.mean_field.float().numpy(), "std": res.std_field.float().numpy(),
-                "rhat_max": np.array(max(res.rhat)), "ess_min": np.array(min(res.ess)),
-                "seconds": np.array(res.seconds), "solves": np.array(res.n_forward_solves)}
+        return reference_posterior(test.y[m], noise_std, prior, fem, n_steps=n_steps,
+                                   n_walkers=n_walkers, seed=m).summary_arrays()
 
     arrays = cached_arrays(path, compute)
     return {"mean": torch.from_numpy(arrays["mean"])[None],

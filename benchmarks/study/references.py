@@ -101,12 +101,9 @@ def mcmc_reference(preset: Preset, h: HeldOut, cache: Path) -> Reference:
         path = cache / f"mcmc-{h.level:g}-{mc.steps}x{mc.walkers}-{m}.npz"
 
         def compute(m=m) -> dict[str, np.ndarray]:
-            res = reference_posterior(h.y[m], relative_noise_std(h.y_clean[m], h.level),
-                                      prior, fem, n_steps=mc.steps, n_walkers=mc.walkers,
-                                      seed=m)
-            return {"mean": res.mean_field.numpy(), "std": res.std_field.numpy(),
-                    "seconds": np.asarray(res.seconds), "rhat_max": np.nanmax(res.rhat),
-                    "solves": np.asarray(res.n_forward_solves)}
+            return reference_posterior(h.y[m], relative_noise_std(h.y_clean[m], h.level),
+                                       prior, fem, n_steps=mc.steps, n_walkers=mc.walkers,
+                                       seed=m).summary_arrays()
 
         rows.append(cached_arrays(path, compute))
     mean = torch.stack([torch.from_numpy(r["mean"]) for r in rows])[:, None].float()

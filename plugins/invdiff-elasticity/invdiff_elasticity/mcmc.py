@@ -61,6 +61,14 @@ class MCMCResult:
     n_forward_solves: int
     info: dict = field(default_factory=dict)
 
+    def summary_arrays(self) -> dict[str, np.ndarray]:
+        """What a reference needs, as numpy arrays (for ``invdiff.io.cached_arrays``):
+        mean and std fields (N, N) float32, worst R-hat and ESS over the free parameters,
+        seconds and forward solves."""
+        return {"mean": self.mean_field.float().numpy(), "std": self.std_field.float().numpy(),
+                "rhat_max": np.nanmax(self.rhat), "ess_min": np.nanmin(self.ess),
+                "seconds": np.asarray(self.seconds), "solves": np.asarray(self.n_forward_solves)}
+
 
 def relative_noise_std(y_clean: torch.Tensor, level: float) -> float:
     """s = level * RMS(y_clean) over all entries: the std the core GaussianNoise(level=) used."""

@@ -12,7 +12,7 @@ from invdiff_elasticity import (
     reference_posterior,
     split_rhat,
 )
-from invdiff_elasticity.mcmc import relative_noise_std, stretch_move
+from invdiff_elasticity.mcmc import MCMCResult, relative_noise_std, stretch_move
 
 from invdiff.errors import ConfigError, DataError
 
@@ -153,3 +153,18 @@ def test_four_parameter_reference_converges():
     assert bool((res.rhat < 1.05).all()) and bool((res.ess > 200).all()), (res.rhat, res.ess)
     lo, hi = torch.quantile(res.params, torch.tensor([5e-4, 1 - 5e-4], dtype=torch.float64), 0)
     assert bool(((truth > lo) & (truth < hi)).all()), (lo, truth, hi)
+
+
+def test_summary_arrays_skip_fixed_parameters():
+    """The cached summary: fields as float32, worst R-hat / ESS over the free parameters
+    (NaN marks a fixed one), cost."""
+    res = MCMCResult(params=torch.zeros(1, 4), chain=torch.zeros(1, 2, 4),
+                     mean_field=torch.ones(3, 3, dtype=torch.float64),
+                     std_field=torch.full((3, 3), 0.5, dtype=torch.float64),
+                     rhat=np.array([1.01, np.nan, 1.08, 1.02]),
+                     ess=np.array([400.0, np.nan, 250.0, 300.0]),
+                     acceptance=0.3, seconds=12.5, n_forward_solves=6400)
+    out = res.summary_arrays()
+    assert out["mean"].dtype == np.float32 and out["std"].shape == (3, 3)
+    assert float(out["rhat_max"]) == 1.08 and float(out["ess_min"]) == 250.0
+    assert float(out["seconds"]) == 12.5 and int(out["solves"]) == 6400
