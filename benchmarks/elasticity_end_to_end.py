@@ -19,7 +19,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
@@ -34,7 +33,7 @@ from invdiff.checkpoint import load_model
 from invdiff.config import load_config
 from invdiff.data import load_dataset
 from invdiff.figures import posterior_figure
-from invdiff.io import cached_arrays
+from invdiff.io import cached_arrays, content_key
 from invdiff.metrics import coverage, rms
 from invdiff.posterior import sample_posterior
 from invdiff.runtime import torch_threads
@@ -52,10 +51,8 @@ def mcmc_reference(cfg, test, m: int, n_steps: int, n_walkers: int) -> dict:
     prior, fem, _ = pipeline.build_problem(cfg)
     level = cfg.problem.noise_model.params["level"]
     noise_std = relative_noise_std(test.y_clean[m], level)
-    key = hashlib.sha1(test.y[m].numpy().tobytes() + json.dumps(
-        cfg.problem.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
-    path = cfg.out_dir / "references" / (
-        f"mcmc-{m}-{n_steps}x{n_walkers}-{key}.npz")
+    key = content_key(test.y[m], cfg.problem.model_dump(mode="json"))
+    path = cfg.out_dir / "references" / f"mcmc-{m}-{n_steps}x{n_walkers}-{key}.npz"
 
     def compute() -> dict[str, np.ndarray]:
         return reference_posterior(test.y[m], noise_std, prior, fem, n_steps=n_steps,

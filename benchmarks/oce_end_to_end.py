@@ -18,6 +18,13 @@ wrapped phase, half without. Metrics, over the sample body below the compliant l
 
 Baselines: the algebraic estimate on the noisy and on the noise-free phase, and the mean of the
 training x (what an estimate that ignores y achieves).
+
+Reference posterior (``--reference K``, needs the noise model's ``speckle_smoothing = 0``, e.g.
+configs/oce-spheroid-iid.toml): ensemble MCMC over the 9 spheroid parameters with the exact
+likelihood (``invdiff_oce.reference``) on K held-out cases, alternately wrapped and not; the
+cSDM posterior is compared with it over the body (``invdiff.metrics.posterior_metrics``:
+RMSE between the means, std ratio, correlation of the std fields). Chains are cached in
+``<output.dir>/references/``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--weights", choices=["auto", "ema", "raw"], default="auto",
                     help="auto: the EMA or raw weights, whichever has the lower final "
                          "validation loss (a short run's EMA still remembers early weights)")
+    ap.add_argument("--reference", type=int, default=0, metavar="K",
+                    help="MCMC reference posteriors on K held-out cases (speckle_smoothing = 0)")
+    ap.add_argument("--mcmc-steps", type=int, default=12000)
+    ap.add_argument("--walkers", type=int, default=40)
     ap.add_argument("--quick", action="store_true", help="tiny run: checks the script works")
     return ap.parse_args(argv)
 
@@ -143,6 +154,68 @@ def summarise(per_case: dict[str, torch.Tensor], wraps: torch.Tensor) -> dict[st
             for g, sel in groups.items() if bool(sel.any())}
 
 
+# -- reference posterior --------------------------------------------------------------------
+def reference_order(n_cases: int) -> list[int]:
+    """Held-out indices alternately wrapped (first half) and not (second half)."""
+    half = n_cases // 2
+    return [i for pair in zip(range(half), range(half, n_cases), strict=True) for i in pair]
+
+
+def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: int,
+                    walkers: int) -> dict:
+    """MCMC posterior mean/std fields ``(K, 1, N, N)`` for the held-out cases ``index``,
+    cached by measurement and problem; R-hat, ESS, seconds and solves per case."""
+    from invdiff_oce.likelihood import PhaseErrorTable
+    from invdiff_oce.reference import reference_posterior
+
+    from invdiff.io import cached_arrays, content_key
+
+    prior, fwd, noise = build_problem(cfg)
+    table = None
+    rows = []
+    for m in index:
+        key = content_key(case["y"][m], cfg.problem.model_dump(mode="json"))
+        path = cfg.out_dir / "references" / f"mcmc-{m}-{steps}x{walkers}-{key}.npz"
+
+        def compute(m=m) -> dict:
+            nonlocal table
+            table = table or PhaseErrorTable(noise, case["y"].shape[-2])
+            return reference_posterior(case["y"][m], prior, fwd, noise, table, n_steps=steps,
+                                       n_walkers=walkers, seed=m).summary_arrays()
+
+        rows.append(cached_arrays(path, compute))
+        print(f"reference {m}: R-hat {float(rows[-1]['rhat_max']):.3f}, "
+              f"{float(rows[-1]['seconds']):.0f} s", flush=True)
+    field = lambda k: torch.stack([torch.from_numpy(r[k]) for r in rows])[:, None].double()
+    return {"mean": field("mean"), "std": field("std"),
+            **{k: [float(r[k]) for r in rows] for k in ("rhat_max", "ess_min", "seconds",
+                                                        "solves")}}
+
+
+def reference_comparison(case: dict, samples: torch.Tensor, ref: dict, index: list[int],
+                         rows: int) -> dict[str, dict]:
+    """Per-case metrics on the reference cases: the MCMC mean and the cSDM posterior against
+    the truth, and the cSDM posterior against the reference, over the body below the layer."""
+    from invdiff.metrics import posterior_metrics
+
+    sub = {k: v[index] for k, v in case.items()}
+    body = (Ellipsis, slice(rows, None), slice(None))
+    csdm = [posterior_metrics(samples[m:m + 1][body], case["x"][m:m + 1][body],
+                              ref["mean"][k:k + 1][body], ref["std"][k:k + 1][body])
+            for k, m in enumerate(index)]
+    as_tensor = lambda key: torch.tensor([c[key] for c in csdm], dtype=torch.float64)
+    return {
+        "mcmc": {**estimate_metrics(ref["mean"], sub, rows),
+                 "post_std_kpa": ref["std"][body].flatten(1).mean(1),
+                 "rhat_max": torch.tensor(ref["rhat_max"]),
+                 "seconds": torch.tensor(ref["seconds"])},
+        "csdm": {**estimate_metrics(samples[index].mean(1), sub, rows),
+                 **posterior_extras(samples[index], sub, rows),
+                 **{k: as_tensor(k) for k in ("rmse_ref", "mean_err_std", "std_ratio",
+                                              "std_corr")}},
+    }
+
+
 # -- figures ---------------------------------------------------------------------------------
 def cases_figure(path: Path, case: dict, alg: torch.Tensor, mean: torch.Tensor,
                  std: torch.Tensor) -> None:
@@ -185,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from invdiff.checkpoint import load_model
     from invdiff.data import load_dataset
+    from invdiff.figures import posterior_figure
     from invdiff.posterior import sample_posterior
 
     timings = {}
@@ -225,33 +299,59 @@ def main(argv: list[str] | None = None) -> dict:
               "summary": {k: summarise(v, case["wraps"]) for k, v in per_case.items()},
               "per_case": {k: {m: v.tolist() for m, v in d.items()} for k, d in per_case.items()},
               "wraps": case["wraps"].tolist()}
+    if args.reference:
+        index = reference_order(args.cases)[:args.reference]
+        ref = mcmc_references(cfg, case, index, args.mcmc_steps, args.walkers)
+        per_ref = reference_comparison(case, post.samples, ref, index, rows)
+        result["reference"] = {
+            "cases": index, "mcmc_steps": args.mcmc_steps, "walkers": args.walkers,
+            "summary": {k: summarise(v, case["wraps"][index]) for k, v in per_ref.items()},
+            "per_case": {k: {m: v.tolist() for m, v in d.items()} for k, d in per_ref.items()}}
     out = cfg.out_dir / "oce_end_to_end.json"
     out.write_text(json.dumps(result, indent=2))
     print(table(result))
     if args.figures:
         figs = Path(args.figures)
         cases_figure(figs / "cases.png", case, alg, post.mean, post.std)
+        for k, m in enumerate(result.get("reference", {}).get("cases", [])):
+            posterior_figure(figs / f"reference_{m}.png", case["x"][m], case["y"][m],
+                             post.samples[m], ref["mean"][k], ref["std"][k],
+                             title=f"held-out {m}: cSDM vs MCMC reference")
         loss = output_paths(cfg)["figures"] / "loss.png"
         if loss.exists():
             (figs / "loss.png").write_bytes(loss.read_bytes())
     return result
 
 
+COLUMNS = ["rmse_kpa", "rel_rmse", "spheroid_rel_err", "gel_rel_err", "iou", "post_std_kpa",
+           "coverage_90"]
+REFERENCE_COLUMNS = ["rmse_kpa", "spheroid_rel_err", "iou", "post_std_kpa", "coverage_90",
+                     "rmse_ref", "mean_err_std", "std_ratio", "std_corr", "rhat_max", "seconds"]
+
+
 def table(result: dict) -> str:
-    """Markdown table of the summary (method x group)."""
-    cols = ["rmse_kpa", "rel_rmse", "spheroid_rel_err", "gel_rel_err", "iou", "post_std_kpa",
-            "coverage_90"]
-    lines = ["| method | cases | " + " | ".join(cols) + " |",
-             "|---" * (len(cols) + 2) + "|"]
-    for method, groups in result["summary"].items():
-        for g, vals in groups.items():
-            cells = [f"{vals[c]:.3f}" if c in vals else "-" for c in cols]
-            lines.append(f"| {method} | {g} | " + " | ".join(cells) + " |")
+    """Markdown tables of the summary (method x group), and of the reference comparison."""
     head = (f"steps {result['steps']} ({result['weights']} weights), "
             f"{result['parameters']} parameters, train "
             f"{result['train_s']:.0f} s, simulate {result['simulate_s']:.0f} s, sampling "
             f"{result['sample_s']:.0f} s ({result['nfe']} NFE x {result['n_samples']} samples)")
-    return head + "\n" + "\n".join(lines)
+    out = head + "\n" + summary_table(result["summary"], COLUMNS)
+    if "reference" in result:
+        r = result["reference"]
+        out += (f"\n\nAgainst the MCMC reference ({r['mcmc_steps']} steps x {r['walkers']} "
+                f"walkers) on held-out cases {r['cases']}:\n"
+                + summary_table(r["summary"], REFERENCE_COLUMNS))
+    return out
+
+
+def summary_table(summary: dict, cols: list[str]) -> str:
+    lines = ["| method | cases | " + " | ".join(cols) + " |",
+             "|---" * (len(cols) + 2) + "|"]
+    for method, groups in summary.items():
+        for g, vals in groups.items():
+            cells = [f"{vals[c]:.3f}" if c in vals else "-" for c in cols]
+            lines.append(f"| {method} | {g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -70,3 +70,24 @@ def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict]) -> dict:
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     atomic_write(path, lambda fh: np.savez(fh, **arrays))
     return arrays
+
+
+def content_key(*parts: Any, length: int = 12) -> str:
+    """A short hex digest of ``parts`` for cache file names: arrays and tensors by their bytes,
+    dtype and shape, anything else by its sorted JSON (e.g. a config's ``model_dump``). Equal
+    inputs give equal keys across runs; a changed measurement or problem gives a new key."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    h = hashlib.sha1()
+    for p in parts:
+        if hasattr(p, "detach"):  # a torch tensor, without importing torch here
+            p = p.detach().cpu().numpy()
+        if isinstance(p, np.ndarray):
+            h.update(f"{p.dtype}{p.shape}".encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:length]

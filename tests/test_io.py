@@ -46,3 +46,16 @@ def test_cached_arrays_recomputes_an_unreadable_cache(tmp_path):
         out = cached_arrays(path, lambda: {"a": np.ones(3)})
     np.testing.assert_array_equal(out["a"], np.ones(3))
     np.testing.assert_array_equal(cached_arrays(path, lambda: {})["a"], np.ones(3))  # rewritten
+
+
+def test_content_key_tracks_values_dtype_shape_and_configs():
+    import torch
+
+    from invdiff.io import content_key
+
+    a = np.arange(6.0)
+    assert content_key(a, {"n": 1}) == content_key(a.copy(), {"n": 1})
+    assert content_key(a) == content_key(torch.arange(6.0, dtype=torch.float64))
+    keys = {content_key(a), content_key(a.reshape(2, 3)), content_key(a.astype(np.float32)),
+            content_key(a + 1e-9), content_key(a, {"n": 1}), content_key(a, {"n": 2})}
+    assert len(keys) == 6 and all(len(k) == 12 for k in keys)

@@ -22,6 +22,8 @@ _EXPORTS = {
     "LognormalFieldPrior": "invdiff_elasticity.lognormal",
     "reference_posterior": "invdiff_elasticity.mcmc",
     "MCMCResult": "invdiff_elasticity.mcmc",
+    "ParameterPosterior": "invdiff_elasticity.mcmc",
+    "sample_parameter_posterior": "invdiff_elasticity.mcmc",
     "split_rhat": "invdiff_elasticity.diagnostics",
     "effective_sample_size": "invdiff_elasticity.diagnostics",
 }

@@ -1,4 +1,9 @@
-"""Reference posterior over the circular-inclusion parameters theta = (cx, cy, r, contrast).
+"""Reference posteriors over a parametric prior's parameters by ensemble MCMC.
+
+:class:`ParameterPosterior` takes any prior with ``bounds``, ``names`` and ``field_from_params``
+(uniform on its box) and any log-likelihood of the field; :func:`sample_parameter_posterior`
+samples it. The OCE plugin reuses both with its phase-noise likelihood. This module's own case
+is the circular inclusion, theta = (cx, cy, r, contrast), under Gaussian noise:
 
     p(theta | y) ∝ 1[theta in box] exp(-||y - F(field(theta))||^2 / (2 s^2))
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.optimize
@@ -46,8 +52,8 @@ LogProb = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class MCMCResult:
-    """params (S, 4) posterior draws after burn-in; chain (n_steps, n_walkers, 4) all draws;
-    mean_field / std_field (N, N) float64; rhat / ess (4,) (NaN for fixed parameters);
+    """params (S, d) posterior draws after burn-in; chain (n_steps, n_walkers, d) all draws;
+    mean_field / std_field (N, N) float64; rhat / ess (d,) (NaN for fixed parameters);
     acceptance: mean acceptance rate after burn-in; cost: seconds, n_forward_solves."""
 
     params: torch.Tensor
@@ -103,8 +109,47 @@ def stretch_move(log_prob: LogProb, init: np.ndarray, n_steps: int, rng: np.rand
     return chain, accepted
 
 
-class InclusionPosterior:
-    """log p(theta_free | y) up to a constant, counting forward solves."""
+class ParameterPosterior:
+    """log p(theta_free | y) = log L(field(theta)) + const on the prior's box, counting solves.
+
+    ``log_likelihood`` maps fields ``(k, *x_shape)`` float64 to ``(k,)``; ``prior`` offers
+    ``bounds`` (d, 2), ``names`` and ``field_from_params``. A range with equal ends fixes that
+    parameter. ``periods`` {index: period} marks angles whose range is one full period: they
+    move freely on the real line and are read modulo the period (no wall at 0 = pi, where an
+    orientation posterior may straddle the two ends of the range).
+    """
+
+    def __init__(self, log_likelihood: Callable[[torch.Tensor], torch.Tensor], prior: Any,
+                 periods: dict[int, float] | None = None) -> None:
+        self.log_likelihood, self.prior = log_likelihood, prior
+        b = prior.bounds.numpy()
+        self.lo, self.hi = b[:, 0], b[:, 1]
+        self.free = np.flatnonzero(self.hi > self.lo)
+        self.periods = dict(periods or {})
+        self.n_solves = 0
+
+    def full(self, theta_free: np.ndarray) -> np.ndarray:
+        """(k, d_free) -> (k, d) with the fixed parameters filled in and angles wrapped."""
+        theta = np.tile(self.lo, (theta_free.shape[0], 1))
+        theta[:, self.free] = theta_free
+        for i, period in self.periods.items():
+            theta[:, i] = self.lo[i] + np.mod(theta[:, i] - self.lo[i], period)
+        return theta
+
+    def __call__(self, theta_free: np.ndarray) -> np.ndarray:
+        theta = self.full(theta_free)
+        inside = np.all((theta >= self.lo) & (theta <= self.hi), axis=1)
+        lp = np.full(theta.shape[0], -np.inf)
+        if inside.any():
+            x = self.prior.field_from_params(torch.from_numpy(theta[inside]), torch.float64)
+            self.n_solves += int(inside.sum())
+            lp[inside] = self.log_likelihood(x).numpy()
+        return lp
+
+
+class InclusionPosterior(ParameterPosterior):
+    """Gaussian measurement noise of absolute std ``noise_std`` through ``fem``: log L(x) =
+    -||y - F(x)||^2 / (2 s^2)."""
 
     def __init__(self, y: torch.Tensor, noise_std: float, prior: CircularInclusionPrior,
                  fem: ElasticityFEM) -> None:
@@ -114,32 +159,15 @@ class InclusionPosterior:
             raise DataError(f"y has shape {tuple(y.shape)}; expected one measurement {y_shape}")
         if not noise_std > 0:
             raise DataError(f"noise_std={noise_std} must be a positive absolute std")
-        self.y, self.noise_std = y.reshape(1, *y_shape), float(noise_std)
-        self.prior, self.fem = prior, fem
-        b = prior.bounds.numpy()
-        self.lo, self.hi = b[:, 0], b[:, 1]
-        self.free = np.flatnonzero(self.hi > self.lo)
-        self.n_solves = 0
+        self.y, self.noise_std, self.fem = y.reshape(1, *y_shape), float(noise_std), fem
+        super().__init__(self._gaussian, prior)
 
-    def full(self, theta_free: np.ndarray) -> np.ndarray:
-        """(k, d_free) -> (k, 4) with the fixed parameters filled in."""
-        theta = np.tile(self.lo, (theta_free.shape[0], 1))
-        theta[:, self.free] = theta_free
-        return theta
-
-    def __call__(self, theta_free: np.ndarray) -> np.ndarray:
-        theta = self.full(theta_free)
-        inside = np.all((theta >= self.lo) & (theta <= self.hi), axis=1)
-        lp = np.full(theta.shape[0], -np.inf)
-        if inside.any():
-            x = self.prior.field_from_params(torch.from_numpy(theta[inside]), torch.float64)
-            resid = self.fem(x) - self.y
-            self.n_solves += int(inside.sum())
-            lp[inside] = -0.5 * resid.flatten(1).square().sum(1).numpy() / self.noise_std**2
-        return lp
+    def _gaussian(self, x: torch.Tensor) -> torch.Tensor:
+        resid = self.fem(x) - self.y
+        return -0.5 * resid.flatten(1).square().sum(1) / self.noise_std**2
 
 
-def initial_walkers(post: InclusionPosterior, n_walkers: int, rng: np.random.Generator,
+def initial_walkers(post: ParameterPosterior, n_walkers: int, rng: np.random.Generator,
                     init: str, init_factor: int, init_scale: float) -> np.ndarray:
     """Starting positions (n_walkers, d_free) of the ensemble (see the module docstring)."""
     lo, hi = post.lo[post.free], post.hi[post.free]
@@ -160,6 +188,24 @@ def reference_posterior(
     noise_std: float,
     prior: CircularInclusionPrior,
     fem: ElasticityFEM,
+    **options: Any,
+) -> MCMCResult:
+    """Sample p(theta | y) (see the module docstring) and push the draws to field statistics.
+
+    y: one measurement of shape ``fem.output_shape(prior.shape)`` (a leading 1 is allowed);
+    noise_std: absolute std s of the Gaussian noise; ``options``: those of
+    :func:`sample_parameter_posterior`.
+    """
+    t0 = time.perf_counter()
+    post = InclusionPosterior(y, noise_std, prior, fem)
+    res = sample_parameter_posterior(post, **options)
+    res.info["noise_std"] = post.noise_std
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def sample_parameter_posterior(
+    post: ParameterPosterior,
     n_steps: int = 2000,
     n_walkers: int = 32,
     seed: int = 0,
@@ -171,38 +217,36 @@ def reference_posterior(
     threads: int | None = 1,
     progress: bool = False,
 ) -> MCMCResult:
-    """Sample p(theta | y) (see the module docstring) and push the draws to field statistics.
+    """Ensemble MCMC of any :class:`ParameterPosterior`, draws pushed to field statistics.
 
-    y: one measurement of shape ``fem.output_shape(prior.shape)`` (a leading 1 is allowed);
-    noise_std: absolute std s of the Gaussian noise. ``burn_in`` defaults to n_steps // 2.
-    ``threads``: torch intra-op threads while sampling (restored after; None: as is).
+    ``burn_in`` defaults to n_steps // 2; ``threads``: torch intra-op threads while sampling
+    (restored after; None: as is). Periodic parameters are reported modulo their period (R-hat
+    and ESS too).
     """
     t0 = time.perf_counter()
-    post = InclusionPosterior(y, noise_std, prior, fem)
     rng = np.random.default_rng(seed)
     burn = n_steps // 2 if burn_in is None else burn_in
     if not 0 <= burn < n_steps:
         raise ConfigError(f"burn_in={burn} must lie in [0, n_steps={n_steps})")
-    free = post.free
+    free, d = post.free, len(post.lo)
     with torch_threads(threads):
         start = initial_walkers(post, n_walkers, rng, init, init_factor, init_scale)
         n_init = post.n_solves
         chain_free, accepted = stretch_move(post, start, n_steps, rng, progress=progress)
-    kept = chain_free[burn:]  # (S_steps, W, d_free)
-    rhat, ess = np.full(4, np.nan), np.full(4, np.nan)
-    walkers_first = kept.transpose(1, 0, 2)
+    chain = np.stack([post.full(c) for c in chain_free])  # (n_steps, W, d), angles wrapped
+    kept = chain[burn:]
+    rhat, ess = np.full(d, np.nan), np.full(d, np.nan)
+    walkers_first = kept[..., free].transpose(1, 0, 2)
     rhat[free], ess[free] = split_rhat(walkers_first), effective_sample_size(walkers_first)
-    draws = post.full(kept.reshape(-1, len(free)))
+    draws = kept.reshape(-1, d)
     stride = max(1, len(draws) // max_field_samples)
     with torch_threads(threads):
-        x = prior.field_from_params(torch.from_numpy(draws[::stride]), torch.float64)[:, 0]
-    chain = np.stack([post.full(c) for c in chain_free])
+        x = post.prior.field_from_params(torch.from_numpy(draws[::stride]), torch.float64)[:, 0]
     return MCMCResult(
         params=torch.from_numpy(draws), chain=torch.from_numpy(chain),
         mean_field=x.mean(0), std_field=x.std(0),
         rhat=rhat, ess=ess, acceptance=float(accepted[burn:].mean()),
         seconds=time.perf_counter() - t0, n_forward_solves=post.n_solves,
         info={"burn_in": burn, "n_walkers": n_walkers, "n_steps": n_steps, "seed": seed,
-              "noise_std": post.noise_std, "init_solves": n_init,
-              "free_parameters": [prior.names[i] for i in free]},
+              "init_solves": n_init, "free_parameters": [post.prior.names[i] for i in free]},
     )
