@@ -164,7 +164,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     for r in rows:
         assert 0 <= float(r["coverage_90"]) <= 1 and float(r["seconds"]) > 0
     by_ref = {r["problem"]: r["reference"] for r in rows}
-    assert by_ref == {"reference": "exact", "elasticity": "mcmc", "oce": "algebraic"}
+    assert by_ref == {"reference": "exact", "elasticity": "mcmc", "oce": "mcmc-oce"}
 
     # held-out measurements carry noise at the TEST level: exact for the absolute-std reference
     from study.references import held_out
@@ -183,6 +183,18 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     post = exact_posterior(*h.components)
     ref_rmse = float(next(r for r in rows if r["problem"] == "reference")["ref_rmse_truth"])
     assert 0.5 < ref_rmse / float(post.std.square().mean().sqrt()) < 1.5
+
+    # the OCE references: the MCMC one has a std field (zero in the known layer), the
+    # algebraic one (kept for presets that ask for it) is a point estimate on every measurement
+    from study.references import algebraic_reference, reference
+
+    smoke = preset.model_copy(update={"runs": str(runs)})
+    oce = held_out(smoke, "oce", 300.0)
+    mc = reference(smoke, oce)
+    assert mc.kind == "mcmc-oce" and mc.std is not None and mc.mean.shape[1:] == oce.x.shape[1:]
+    assert float(mc.std[..., :2, :].abs().max()) == 0 and float(mc.std.max()) > 0
+    alg = algebraic_reference(smoke, oce, runs / "oce" / "references")
+    assert alg.std is None and alg.mean.shape == oce.x.shape
 
     md = (out / "results.md").read_text()
     assert "python benchmarks/study.py smoke --out" in md

@@ -32,7 +32,7 @@ CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 class MCMCSpec(Section):
-    """The MCMC reference (elasticity): how many held-out measurements get one, and its size."""
+    """An MCMC reference (elasticity, OCE): how many held-out measurements get one, and its size."""
 
     n_ref: int = Field(2, ge=1, description="held-out measurements with an MCMC reference")
     steps: int = Field(2000, ge=2)
@@ -44,13 +44,14 @@ class ProblemSpec(Section):
 
     ``reference``: what the posterior is measured against besides the truth: ``exact`` (the
     linear-Gaussian closed form), ``mcmc`` (the inclusion-parameter MCMC of invdiff-elasticity),
+    ``mcmc-oce`` (the spheroid-parameter MCMC of invdiff-oce, exact for unsmoothed speckle),
     ``algebraic`` (the OCE stress/strain estimate: a point estimate, no std) or ``none``.
     ``noise_param``: the key of ``problem.noise_model.params`` that ``noise_levels`` set; one
     model is trained per level and tested at the same level, plus the (train, test) pairs of
     ``misspecified``.
     """
 
-    reference: Literal["exact", "mcmc", "algebraic", "none"] = "none"
+    reference: Literal["exact", "mcmc", "mcmc-oce", "algebraic", "none"] = "none"
     noise_param: str
     noise_levels: list[float] = Field(min_length=1)
     misspecified: list[tuple[float, float]] = Field(default_factory=list)

@@ -12,6 +12,8 @@ References (``ProblemSpec.reference``), each computed once per (problem, L) and 
 * ``mcmc``: the ensemble MCMC over the circular inclusion's parameters
   (``invdiff_elasticity.mcmc.reference_posterior``), on the first ``mcmc.n_ref`` measurements,
   with the absolute noise std the simulator used (level x RMS of the clean measurement);
+* ``mcmc-oce``: the ensemble MCMC over the tumour spheroid's 9 parameters with the exact phase
+  likelihood (``invdiff_oce.reference``; needs the noise model's ``speckle_smoothing = 0``);
 * ``algebraic``: the OCE stress/strain estimate (``invdiff_oce.algebraic``), a point estimate;
 * ``none``: no reference.
 """
@@ -90,29 +92,51 @@ def exact_reference(preset: Preset, h: HeldOut, cache: Path) -> Reference | None
                      (time.perf_counter() - t0) / len(h.x), {})
 
 
-def mcmc_reference(preset: Preset, h: HeldOut, cache: Path) -> Reference:
-    from invdiff_elasticity.mcmc import reference_posterior, relative_noise_std
-
-    spec = preset.problems[h.problem]
-    mc = spec.mcmc
-    prior, fem, _ = h.components
+def sampled_reference(preset: Preset, h: HeldOut, cache: Path, kind: str,
+                      run_one: Callable[[int], Any]) -> Reference:
+    """A sampled (MCMC) reference on the first ``mcmc.n_ref`` measurements: ``run_one(m)``
+    returns an ``MCMCResult`` for measurement m; its summary is cached per (level, size, m)."""
+    mc = preset.problems[h.problem].mcmc
     rows = []
     for m in range(min(mc.n_ref, len(h.x))):
-        path = cache / f"mcmc-{h.level:g}-{mc.steps}x{mc.walkers}-{m}.npz"
-
-        def compute(m=m) -> dict[str, np.ndarray]:
-            return reference_posterior(h.y[m], relative_noise_std(h.y_clean[m], h.level),
-                                       prior, fem, n_steps=mc.steps, n_walkers=mc.walkers,
-                                       seed=m).summary_arrays()
-
-        rows.append(cached_arrays(path, compute))
+        path = cache / f"{kind}-{h.level:g}-{mc.steps}x{mc.walkers}-{m}.npz"
+        rows.append(cached_arrays(path, lambda m=m: run_one(m).summary_arrays()))
     mean = torch.stack([torch.from_numpy(r["mean"]) for r in rows])[:, None].float()
     std = torch.stack([torch.from_numpy(r["std"]) for r in rows])[:, None].float()
-    return Reference("mcmc", list(range(len(rows))), mean, std,
+    return Reference(kind, list(range(len(rows))), mean, std,
                      float(np.mean([r["seconds"] for r in rows])),
                      {"rhat_max": float(max(r["rhat_max"] for r in rows)),
                       "solves": float(np.mean([r["solves"] for r in rows])),
                       "steps": mc.steps, "walkers": mc.walkers})
+
+
+def mcmc_reference(preset: Preset, h: HeldOut, cache: Path) -> Reference:
+    """The inclusion-parameter MCMC (elasticity, relative Gaussian noise)."""
+    from invdiff_elasticity.mcmc import reference_posterior, relative_noise_std
+
+    mc = preset.problems[h.problem].mcmc
+    prior, fem, _ = h.components
+    return sampled_reference(preset, h, cache, "mcmc", lambda m: reference_posterior(
+        h.y[m], relative_noise_std(h.y_clean[m], h.level), prior, fem, n_steps=mc.steps,
+        n_walkers=mc.walkers, seed=m))
+
+
+def oce_mcmc_reference(preset: Preset, h: HeldOut, cache: Path) -> Reference:
+    """The spheroid-parameter MCMC with the exact OCE phase likelihood (unsmoothed speckle)."""
+    from invdiff_oce.likelihood import PhaseErrorTable
+    from invdiff_oce.reference import reference_posterior
+
+    mc = preset.problems[h.problem].mcmc
+    prior, fwd, noise = h.components
+    table: list[PhaseErrorTable] = []  # built on the first uncached chain only (seconds)
+
+    def run_one(m: int):
+        if not table:
+            table.append(PhaseErrorTable(noise, h.y.shape[-2]))
+        return reference_posterior(h.y[m], prior, fwd, noise, table[0], n_steps=mc.steps,
+                                   n_walkers=mc.walkers, seed=m)
+
+    return sampled_reference(preset, h, cache, "mcmc-oce", run_one)
 
 
 def algebraic_reference(preset: Preset, h: HeldOut, cache: Path) -> Reference:
@@ -126,7 +150,8 @@ def algebraic_reference(preset: Preset, h: HeldOut, cache: Path) -> Reference:
 
 
 REFERENCES: dict[str, Callable[[Preset, HeldOut, Path], Reference | None]] = {
-    "exact": exact_reference, "mcmc": mcmc_reference, "algebraic": algebraic_reference,
+    "exact": exact_reference, "mcmc": mcmc_reference, "mcmc-oce": oce_mcmc_reference,
+    "algebraic": algebraic_reference,
     "none": lambda preset, h, cache: None,
 }
 

@@ -62,7 +62,7 @@ def cost_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     and after how many measurements the training cost is paid back."""
     out = []
     for r in _diagonal(rows):
-        if r["reference"] != "mcmc" or not r.get("ref_seconds"):
+        if not r["reference"].startswith("mcmc") or not r.get("ref_seconds"):
             continue
         saved = r["ref_seconds"] - r["seconds"]
         out.append({**r, "speedup": r["ref_seconds"] / r["seconds"],
