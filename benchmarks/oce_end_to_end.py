@@ -166,6 +166,7 @@ def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: 
     """MCMC posterior mean/std fields ``(K, 1, N, N)`` for the held-out cases ``index``,
     cached by measurement and problem; R-hat, ESS, seconds and solves per case."""
     from invdiff_oce.likelihood import PhaseErrorTable
+    from invdiff_oce.phase import to_phase
     from invdiff_oce.reference import reference_posterior
 
     from invdiff.io import cached_arrays, content_key
@@ -173,8 +174,13 @@ def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: 
     prior, fwd, noise = build_problem(cfg)
     table = None
     rows = []
+    # the posterior depends on the physics and the measured phase, not on how y is encoded for
+    # the net: a phasor run (forward output="phasor") shares the chains of its phase twin
+    physics = cfg.problem.model_dump(mode="json")
+    physics["forward_model"]["params"].pop("output", None)
     for m in index:
-        key = content_key(case["y"][m], cfg.problem.model_dump(mode="json"))
+        phase = (to_phase(case["y"][m:m + 1]).double() * 1e4).round().long()
+        key = content_key(phase, physics)
         path = cfg.out_dir / "references" / f"mcmc-{m}-{steps}x{walkers}-{key}.npz"
 
         def compute(m=m) -> dict:
@@ -223,6 +229,7 @@ def cases_figure(path: Path, case: dict, alg: torch.Tensor, mean: torch.Tensor,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from invdiff_oce.phase import to_phase
 
     m = len(case["x"])
     fig, axes = plt.subplots(m, 5, figsize=(10, 2.0 * m), squeeze=False)
@@ -230,8 +237,9 @@ def cases_figure(path: Path, case: dict, alg: torch.Tensor, mean: torch.Tensor,
               "cSDM std (kPa)"]
     for i in range(m):
         lo, hi = float(case["x"][i].min()), float(case["x"][i].max())
-        panels = [(case["x"][i, 0], "viridis", lo, hi), (case["y"][i, 0], "twilight", -math.pi,
-                  math.pi), (alg[i, 0], "viridis", lo, hi), (mean[i, 0], "viridis", lo, hi),
+        phase = to_phase(case["y"][i])[0]
+        panels = [(case["x"][i, 0], "viridis", lo, hi), (phase, "twilight", -math.pi, math.pi),
+                  (alg[i, 0], "viridis", lo, hi), (mean[i, 0], "viridis", lo, hi),
                   (std[i, 0], "magma", 0, None)]
         for j, (img, cmap, vmin, vmax) in enumerate(panels):
             ax = axes[i, j]
@@ -255,6 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     cfg = configure(args)
     from invdiff_oce.algebraic import algebraic_estimate, layer_rows
+    from invdiff_oce.phase import to_phase
 
     from invdiff.checkpoint import load_model
     from invdiff.data import load_dataset
@@ -314,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
         figs = Path(args.figures)
         cases_figure(figs / "cases.png", case, alg, post.mean, post.std)
         for k, m in enumerate(result.get("reference", {}).get("cases", [])):
-            posterior_figure(figs / f"reference_{m}.png", case["x"][m], case["y"][m],
+            posterior_figure(figs / f"reference_{m}.png", case["x"][m], to_phase(case["y"][m]),
                              post.samples[m], ref["mean"][k], ref["std"][k],
                              title=f"held-out {m}: cSDM vs MCMC reference")
         loss = output_paths(cfg)["figures"] / "loss.png"

@@ -7,7 +7,9 @@
 * noise model ``oce-phase-noise``: :class:`OCEPhaseNoise`, speckle- and depth-dependent OCT
   phase noise with strain-induced decorrelation;
 * :mod:`invdiff_oce.algebraic`: the conventional estimate modulus = stress / strain with the
-  stress read from the compliant layer.
+  stress read from the compliant layer;
+* :mod:`invdiff_oce.likelihood` / :mod:`invdiff_oce.reference`: the exact likelihood for
+  unsmoothed speckle and the MCMC reference posterior over the spheroid's parameters.
 
 Attributes load lazily so that listing plugins never imports torch.
 """
@@ -21,6 +23,8 @@ _EXPORTS = {
     "OCEPhaseForward": "invdiff_oce.forward",
     "OCEPhaseNoise": "invdiff_oce.noise",
     "algebraic_estimate": "invdiff_oce.algebraic",
+    "OCELikelihood": "invdiff_oce.likelihood",
+    "reference_posterior": "invdiff_oce.reference",
     "wrap": "invdiff_oce.phase",
     "axial_phase_gradient": "invdiff_oce.phase",
     "phase_resultant": "invdiff_oce.circular",

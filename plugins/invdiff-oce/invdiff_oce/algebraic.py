@@ -28,7 +28,12 @@ import torch
 
 from invdiff.checks import check_finite
 from invdiff.errors import ConfigError, DataError
-from invdiff_oce.phase import axial_increment_phasors, axial_phase_gradient, gaussian_smooth
+from invdiff_oce.phase import (
+    axial_increment_phasors,
+    axial_phase_gradient,
+    gaussian_smooth,
+    to_phase,
+)
 
 
 def layer_rows(grid: int, layer_thickness: float) -> int:
@@ -60,7 +65,8 @@ def algebraic_estimate(
     strain_floor: float = 0.05,
     clip: tuple[float, float] = (0.1, 50.0),
 ) -> torch.Tensor:
-    """Shear modulus estimate (kPa) ``(B, 1, N, N)`` from wrapped phases ``y (B, 1, N, N)``.
+    """Shear modulus estimate (kPa) ``(B, 1, N, N)`` from wrapped phases ``y (B, 1, N, N)``
+    (or their phasors ``(B, 2, N, N)``).
 
     Args: ``layer_modulus`` (kPa) and ``layer_thickness`` (unit-square depth) of the compliant
     layer; ``smoothing`` std (pixels) of the Gaussian vector averaging of the gradient (0: none);
@@ -68,9 +74,10 @@ def algebraic_estimate(
     """
     if y.dim() == 3:
         y = y.unsqueeze(0)
-    if y.dim() != 4 or y.shape[1] != 1:
-        raise DataError(f"y has shape {tuple(y.shape)}; expected a phase image (B, 1, N, N)")
-    check_finite(y, "y (phase image)")
+    if y.dim() != 4 or y.shape[1] not in (1, 2):
+        raise DataError(f"y has shape {tuple(y.shape)}; expected a phase image (B, 1, N, N) or "
+                        f"a phasor image (B, 2, N, N)")
+    y = to_phase(check_finite(y, "y (phase image)"))
     if not (layer_modulus > 0 and strain_floor > 0 and 0 < clip[0] < clip[1]):
         raise ConfigError(f"need layer_modulus > 0, strain_floor > 0 and 0 < clip[0] < clip[1];"
                           f" got {layer_modulus}, {strain_floor}, {clip}")

@@ -13,7 +13,9 @@ points down), and the phase difference between the B-scans after and before comp
     dphi = 4 pi n u_z / lambda_0          (round trip: factor 2; phase 2 pi n / lambda_0 per um)
 
 taken at element centres (the mean of the element's four nodes), then wrapped to (-pi, pi].
-Output ``(B, 1, N, N)``, aligned with x.
+Output ``(B, 1, N, N)``, aligned with x; ``output="phasor"`` gives ``(B, 2, N, N)`` =
+(cos dphi, sin dphi) instead, the same information without the 2 pi jumps of the wrapped phase
+(an easier input for a convolutional network; the noise model and the estimators accept both).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from invdiff_elasticity import ElasticityFEM
 from invdiff.checks import as_batch
 from invdiff.errors import ConfigError, DataError
 from invdiff.interfaces import ForwardModel
-from invdiff_oce.phase import wrap
+from invdiff_oce.phase import to_phasor, wrap
 
 
 class OCEPhaseForward(ForwardModel):
@@ -35,7 +37,8 @@ class OCEPhaseForward(ForwardModel):
     Args: grid N; ``domain_um`` the physical width and depth; ``loading`` "traction" (uniform
     pressure ``pressure_kpa``) or "displacement" (top moved down by ``compression`` x depth);
     ``refractive_index`` n and ``wavelength_um`` lambda_0; ``poisson``; ``wrap=False`` returns
-    the unwrapped phase; ``backend`` of the FEM ("scipy" CPU, "torch" on x's device).
+    the unwrapped phase; ``backend`` of the FEM ("scipy" CPU, "torch" on x's device);
+    ``output`` "phase" (1 channel) or "phasor" (2 channels: cos, sin).
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class OCEPhaseForward(ForwardModel):
         poisson: float = 0.49,
         wrap: bool = True,
         backend: str = "scipy",
+        output: str = "phase",
     ) -> None:
         for name, value in (("domain_um", domain_um), ("pressure_kpa", pressure_kpa),
                             ("compression", compression), ("refractive_index", refractive_index),
@@ -58,7 +62,10 @@ class OCEPhaseForward(ForwardModel):
                 raise ConfigError(f"{name}={value} must be positive")
         self.grid, self.domain_um = int(grid), float(domain_um)
         self.refractive_index, self.wavelength_um = float(refractive_index), float(wavelength_um)
-        self.wrap = bool(wrap)
+        if output not in ("phase", "phasor"):
+            raise ConfigError(f"output={output!r} must be 'phase' or 'phasor'")
+        self.wrap, self.output = bool(wrap), output
+        self.channels = 2 if output == "phasor" else 1
         self.fem = ElasticityFEM(grid=grid, compression=compression, measurement="uy_centres",
                                  loading=loading, pressure=pressure_kpa, model="plane_strain",
                                  poisson=poisson, backend=backend)
@@ -85,13 +92,15 @@ class OCEPhaseForward(ForwardModel):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         phase = self.unwrapped_phase(x)
+        if self.output == "phasor":
+            return to_phasor(phase).to(x.dtype)
         return (wrap(phase) if self.wrap else phase).to(x.dtype)
 
     def output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
         if tuple(x_shape) != (1, self.grid, self.grid):
             raise DataError(f"x_shape {tuple(x_shape)} does not fit this forward model; expected "
                             f"(1, {self.grid}, {self.grid})")
-        return (1, self.grid, self.grid)
+        return (self.channels, self.grid, self.grid)
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
         # a black box: the FEM runs outside autograd, so an x that requires grad is detached
@@ -102,4 +111,4 @@ class OCEPhaseForward(ForwardModel):
         return (f"OCEPhaseForward(grid={self.grid}, domain_um={self.domain_um}, "
                 f"loading={self.fem.loading!r}, pressure_kpa={self.fem.pressure}, "
                 f"n={self.refractive_index}, wavelength_um={self.wavelength_um}, "
-                f"wrap={self.wrap})")
+                f"wrap={self.wrap}, output={self.output!r})")

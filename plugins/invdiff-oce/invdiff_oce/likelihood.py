@@ -49,7 +49,7 @@ from scipy.special import erfc, ive
 
 from invdiff.errors import ConfigError, DataError
 from invdiff_oce.noise import OCEPhaseNoise
-from invdiff_oce.phase import axial_phase_gradient, wrap
+from invdiff_oce.phase import axial_phase_gradient, to_phase, wrap
 
 LOG_A_RANGE = (-14.0, 14.0)  # ln a: a from 1e-6 (uniform phase) to 1.2e6 (std 6e-4 rad)
 
@@ -145,7 +145,8 @@ class PhaseErrorTable:
 
 
 class OCELikelihood:
-    """log p(y | x) for one wrapped phase image ``y (1, H, W)`` (module docstring).
+    """log p(y | x) for one wrapped phase image ``y (1, H, W)`` or its phasor ``(2, H, W)``
+    (module docstring).
 
     ``__call__(x (k, 1, H, W)) -> (k,)`` float64; ``forward`` is the ``oce-phase`` model (a
     black box: only its outputs are used), ``noise`` the ``oce-phase-noise`` model with
@@ -157,8 +158,10 @@ class OCELikelihood:
         y = torch.as_tensor(y, dtype=torch.float64)
         if y.dim() == 4 and y.shape[0] == 1:
             y = y[0]
-        if y.dim() != 3 or y.shape[0] != 1:
-            raise DataError(f"y has shape {tuple(y.shape)}; expected one phase image (1, H, W)")
+        if y.dim() != 3 or y.shape[0] not in (1, 2):
+            raise DataError(f"y has shape {tuple(y.shape)}; expected one phase image (1, H, W) "
+                            f"or its phasor (2, H, W)")
+        y = to_phase(y)
         if not bool(torch.isfinite(y).all()) or bool((y.abs() > math.pi + 1e-6).any()):
             raise DataError("y must be a finite wrapped phase in [-pi, pi] (radians)")
         self.y, self.forward, self.noise = y, forward, noise
@@ -167,8 +170,8 @@ class OCELikelihood:
             raise DataError(f"the table has {self.table.height} rows; y has {y.shape[-2]}")
 
     def from_phase(self, phi: torch.Tensor) -> torch.Tensor:
-        """log p(y | clean wrapped phase phi (k, 1, H, W)): (k,)."""
-        phi = phi.to(torch.float64)
+        """log p(y | clean wrapped phase phi (k, 1, H, W), or its phasor): (k,)."""
+        phi = to_phase(phi.to(torch.float64))
         delta = self.noise.window_pixels * axial_phase_gradient(phi).abs()
         error = wrap(self.y - phi)
         return self.table.log_prob(error[:, 0], delta[:, 0]).flatten(1).sum(1)

@@ -19,6 +19,10 @@ For each clean wrapped phase image ``phi (B, C, H, W)`` one noisy measurement is
    The phase error is e = arg(z2 conj(z1)) and the measurement y = wrap(phi + e)
    (= wrap(phi_true + e) since wrap(wrap(a) + e) = wrap(a + e)).
 
+A phasor image ``(B, 2, H, W)`` (the forward model's ``output="phasor"``) is read as its phase
+and the noisy measurement returned as a phasor again; the random draws are the same, so the
+two encodings of one seed carry the same measurement.
+
 The error is symmetric, non-Gaussian (uniform-like where the SNR is low, von-Mises-like where it
 is high) and non-additive (it depends on phi through rho). Its mean resultant length is, in
 closed form (:mod:`invdiff_oce.circular`), R = R1(SNR) R1(rho^2 / (1 - rho^2 + 1 / SNR)), which
@@ -34,7 +38,7 @@ import torch
 from invdiff.checks import check_finite, randn
 from invdiff.errors import ConfigError, DataError
 from invdiff.interfaces import NoiseModel
-from invdiff_oce.phase import axial_phase_gradient, gaussian_smooth, wrap
+from invdiff_oce.phase import axial_phase_gradient, gaussian_smooth, to_phase, to_phasor, wrap
 
 
 class OCEPhaseNoise(NoiseModel):
@@ -85,7 +89,8 @@ class OCEPhaseNoise(NoiseModel):
     def draw(self, y_clean: torch.Tensor, generator: torch.Generator | None = None
              ) -> dict[str, torch.Tensor]:
         """One noisy measurement and its ingredients: ``y``, ``snr``, ``rho``, ``error``."""
-        y_clean = self._check(y_clean)
+        encoded = self._check(y_clean)
+        y_clean = to_phase(encoded)
         z = randn((8, *y_clean.shape), generator, y_clean)  # one draw: reproducible by seed
         snr = self.snr_map(z[:2], y_clean)
         rho = self.correlation(y_clean)
@@ -94,7 +99,9 @@ class OCEPhaseNoise(NoiseModel):
         z1 = torch.complex(1 + s * z[2], s * z[3])
         z2 = torch.complex(rho + decor * z[4] + s * z[6], decor * z[5] + s * z[7])
         error = torch.angle(z2 * z1.conj())
-        return {"y": wrap(y_clean + error), "snr": snr, "rho": rho, "error": error}
+        y = wrap(y_clean + error)
+        return {"y": to_phasor(y) if encoded.shape[1] == 2 else y, "snr": snr, "rho": rho,
+                "error": error}
 
     def __call__(self, y_clean: torch.Tensor, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
@@ -102,9 +109,10 @@ class OCEPhaseNoise(NoiseModel):
 
     @staticmethod
     def _check(y_clean: torch.Tensor) -> torch.Tensor:
-        if not isinstance(y_clean, torch.Tensor) or y_clean.dim() != 4:
+        if not isinstance(y_clean, torch.Tensor) or y_clean.dim() != 4 or y_clean.shape[1] > 2:
             shape = tuple(y_clean.shape) if isinstance(y_clean, torch.Tensor) else type(y_clean)
-            raise DataError(f"y_clean must be a phase image batch (B, C, H, W), got {shape}")
+            raise DataError(f"y_clean must be a phase (B, 1, H, W) or phasor (B, 2, H, W) image "
+                            f"batch, got {shape}")
         if not y_clean.is_floating_point():
             raise DataError(f"y_clean must be floating point (radians), got {y_clean.dtype}")
         if y_clean.shape[-2] < 2:

@@ -85,6 +85,8 @@ class OCEPhaseParams(Params):
     poisson: float = Field(0.49, ge=0, lt=0.5)
     wrap: bool = Field(True, description="False: the unwrapped phase (for tests)")
     backend: Literal["scipy", "torch"] = "scipy"
+    output: Literal["phase", "phasor"] = Field("phase", description="phasor: (cos, sin) "
+                                               "channels instead of the wrapped phase")
 
 
 class OCEPhaseNoiseParams(Params):

@@ -24,6 +24,23 @@ def wrap(a: torch.Tensor) -> torch.Tensor:
     return torch.where(r <= -math.pi, r + TWO_PI, r)
 
 
+def to_phasor(phi: torch.Tensor) -> torch.Tensor:
+    """Phase images ``(B, 1, H, W)`` -> their phasors ``(B, 2, H, W)`` = (cos phi, sin phi):
+    the encoding without the 2 pi jumps of a wrapped phase (``output="phasor"``)."""
+    return torch.cat([torch.cos(phi), torch.sin(phi)], dim=1)
+
+
+def to_phase(y: torch.Tensor) -> torch.Tensor:
+    """A measurement as wrapped phase ``(B, 1, H, W)``: a phase image is returned as is, a
+    phasor image (2 channels, cos and sin) is turned back by atan2 (its length is ignored)."""
+    if y.shape[-3] == 1:
+        return y
+    if y.shape[-3] == 2:
+        return torch.atan2(y[..., 1:2, :, :], y[..., 0:1, :, :])
+    raise ValueError(f"expected a phase (1 channel) or phasor (2 channels) image, got shape "
+                     f"{tuple(y.shape)}")
+
+
 def gaussian_smooth(t: torch.Tensor, std: float) -> torch.Tensor:
     """Separable Gaussian blur of ``t (B, C, H, W)`` with std ``std`` pixels (0: unchanged).
 

@@ -77,8 +77,15 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ConfigError, match="at least 2 are needed"):
         algebraic_estimate(y, layer_thickness=0.1)
     with pytest.raises(DataError, match="\\(B, 1, N, N\\)"):
-        algebraic_estimate(torch.zeros(2, 2, N, N))
+        algebraic_estimate(torch.zeros(2, 3, N, N))
     with pytest.raises(DataError, match="non-finite"):
         algebraic_estimate(torch.full((1, 1, N, N), float("nan")))
     with pytest.raises(ConfigError, match="layer_modulus"):
         algebraic_estimate(y, layer_modulus=0.0)
+
+
+def test_phasor_input_gives_the_same_estimate():
+    from invdiff_oce.phase import to_phasor
+
+    y = wrap(-0.4 * torch.arange(16, dtype=torch.float64).view(1, 1, 16, 1).expand(2, 1, 16, 16))
+    torch.testing.assert_close(algebraic_estimate(to_phasor(y)), algebraic_estimate(y))

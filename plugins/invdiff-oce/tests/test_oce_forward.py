@@ -125,3 +125,19 @@ def test_torch_backend_matches_scipy():
     b = OCEPhaseForward(grid=6, backend="scipy", wrap=False)(x)
     torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
     assert a.device == x.device
+
+
+def test_phasor_output_is_cos_sin_of_the_phase(fields):
+    """output="phasor": (cos, sin) of the unwrapped phase, two channels, unit length; the
+    contract kit; an unknown output is named."""
+    fwd = OCEPhaseForward(grid=N, output="phasor")
+    x = fields.double()
+    phase = OCEPhaseForward(grid=N, wrap=False)(x)
+    out = fwd(x)
+    assert fwd.output_shape((1, N, N)) == (2, N, N) and out.shape == (len(x), 2, N, N)
+    torch.testing.assert_close(out, torch.cat([phase.cos(), phase.sin()], 1), rtol=0,
+                               atol=1e-12)
+    check_forward_model(invdiff.create("forward_model", "oce-phase", grid=N, output="phasor"),
+                        fields, atol=1e-5)
+    with pytest.raises(ConfigError, match="output='complex' must be 'phase' or 'phasor'"):
+        OCEPhaseForward(grid=N, output="complex")

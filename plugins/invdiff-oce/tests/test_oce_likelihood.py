@@ -89,6 +89,19 @@ def test_table_without_speckle_or_decorrelation_matches_draws():
     assert np.abs(emp - cdf).max() < 1.95 / math.sqrt(len(e))
 
 
+@pytest.mark.slow
+def test_table_converges_under_refinement(table):
+    """The default table against one 4x finer in e and Fourier terms and 2x finer in Delta and
+    speckle nodes (about 40 s to build): densities within 0.5% for |e| < 1 at on- and
+    off-grid ramps (measured 0.2% at most)."""
+    fine = PhaseErrorTable(NOISE, N, n_e=4096, k_max=2048, n_delta=257, n_speckle=320)
+    e = torch.linspace(-1, 1, 3001, dtype=torch.float64).view(1, 1, -1).expand(1, N, -1)
+    for delta in (0.0, 0.37, 1.0, 2.9):
+        d = torch.full_like(e, delta)
+        a, b = table.log_prob(e, d).exp(), fine.log_prob(e, d).exp()
+        assert float(((a - b).abs() / b).max()) < 5e-3, delta
+
+
 def test_smoothed_speckle_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match="speckle_smoothing"):
         PhaseErrorTable(OCEPhaseNoise(speckle_smoothing=1.0), N)
@@ -170,10 +183,24 @@ def test_orientation_moves_on_the_circle():
     assert orientation_period(TumourSpheroidPrior(n=N, orientation_range=(0.0, 1.0))) == {}
 
 
+def test_phasor_measurements_have_the_same_likelihood(table):
+    from invdiff_oce.phase import to_phasor
+
+    prior = TumourSpheroidPrior(n=N, subsamples=2)
+    x = prior.sample(3, torch.Generator().manual_seed(1)).double()
+    fwd, fwd_phasor = OCEPhaseForward(grid=N), OCEPhaseForward(grid=N, output="phasor")
+    y = NOISE(fwd(x[:1]), generator=torch.Generator().manual_seed(2))[0]
+    a = OCELikelihood(y, fwd, NOISE, table)(x)
+    b = OCELikelihood(to_phasor(y[None])[0], fwd_phasor, NOISE, table)(x)
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
 def test_likelihood_input_errors(table):
     fwd = OCEPhaseForward(grid=N)
     with pytest.raises(DataError, match="one phase image"):
         OCELikelihood(torch.zeros(2, 1, N, N), fwd, NOISE, table)
+    with pytest.raises(DataError, match="or its phasor"):
+        OCELikelihood(torch.zeros(3, N, N), fwd, NOISE, table)
     with pytest.raises(DataError, match="wrapped phase"):
         OCELikelihood(torch.full((1, N, N), 4.0), fwd, NOISE, table)
     with pytest.raises(DataError, match="wrapped phase"):

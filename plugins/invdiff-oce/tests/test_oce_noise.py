@@ -135,7 +135,7 @@ def test_contract_kit_and_registry():
 
 def test_bad_inputs_raise_clear_errors():
     noise = OCEPhaseNoise()
-    with pytest.raises(DataError, match="\\(B, C, H, W\\)"):
+    with pytest.raises(DataError, match="phase \\(B, 1, H, W\\) or phasor"):
         noise(torch.zeros(8, 8))
     with pytest.raises(DataError, match="floating point"):
         noise(torch.zeros(1, 1, 4, 4, dtype=torch.int64))
@@ -149,3 +149,19 @@ def test_bad_inputs_raise_clear_errors():
         OCEPhaseNoise(snr_drop_db=-1.0)
     with pytest.raises(ConfigError, match="snr0"):
         invdiff.create("noise_model", "oce-phase-noise", snr0=-3)
+
+
+def test_phasor_measurements_carry_the_same_draw():
+    """A phasor clean image gives the phasor of the very measurement that its phase gives
+    under the same seed; the contract kit accepts the 2-channel form."""
+    from invdiff_oce.phase import to_phasor
+
+    phi = wrap(torch.linspace(0, 9, 12).view(1, 1, 12, 1).expand(3, 1, 12, 12)).double()
+    noise = OCEPhaseNoise()
+    y_phase = noise(phi, generator=_gen(4))
+    y_phasor = noise(to_phasor(phi), generator=_gen(4))
+    assert y_phasor.shape == (3, 2, 12, 12)
+    torch.testing.assert_close(y_phasor, to_phasor(y_phase), rtol=0, atol=1e-12)
+    check_noise_model(noise, to_phasor(phi).float())
+    with pytest.raises(DataError, match="phase \\(B, 1, H, W\\) or phasor"):
+        noise(torch.zeros(1, 3, 12, 12))
