@@ -121,12 +121,11 @@ class PhaseErrorTable:
             ck = np.einsum("q,qk,qdk->dk", w, coef(snr), coef(a2))  # (n_delta, k_max + 1)
             dens.append((1 + 2 * ck[:, 1:] @ cos_ke) / (2 * math.pi))
         # a truncated Fourier series can dip below 0 far in a tail that is ~0 anyway
-        self.density = np.maximum(np.stack(dens), 1e-300)
-        self.log_density = torch.from_numpy(np.log(self.density))
+        self.density = torch.from_numpy(np.maximum(np.stack(dens), 1e-300))
 
     def log_prob(self, error: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """log p_e per pixel for errors in [-pi, pi] and ramps ``delta`` (…, height, W)."""
-        table = self.log_density.to(error.device)
+        table = self.density.to(error.device)
         pe = (error + math.pi) / (self.e[1] - self.e[0])
         step = self.delta[1] - self.delta[0]  # 0 without decorrelation: one column
         pd = delta / step if step > 0 else torch.zeros_like(delta)
@@ -139,8 +138,8 @@ class PhaseErrorTable:
             return table[row, i, j]
 
         # interpolate the density, not its log: the mixture is what is linear between nodes
-        p = ((1 - fd) * ((1 - fe) * at(id_, ie).exp() + fe * at(id_, ie + 1).exp())
-             + fd * ((1 - fe) * at(id_ + 1, ie).exp() + fe * at(id_ + 1, ie + 1).exp()))
+        p = ((1 - fd) * ((1 - fe) * at(id_, ie) + fe * at(id_, ie + 1))
+             + fd * ((1 - fe) * at(id_ + 1, ie) + fe * at(id_ + 1, ie + 1)))
         return torch.log(p)
 
 
