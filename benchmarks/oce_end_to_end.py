@@ -24,7 +24,8 @@ configs/oce-spheroid-iid.toml): ensemble MCMC over the 9 spheroid parameters wit
 likelihood (``invdiff_oce.reference``) on K held-out cases, alternately wrapped and not; the
 cSDM posterior is compared with it over the body (``invdiff.metrics.posterior_metrics``:
 RMSE between the means, std ratio, correlation of the std fields). Chains are cached in
-``<output.dir>/references/``.
+``runs/oce-references/`` (``--reference-cache``), keyed by the truth, the physics and the
+held-out seed, so runs that differ only in training or in the encoding of y share them.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="MCMC reference posteriors on K held-out cases (speckle_smoothing = 0)")
     ap.add_argument("--mcmc-steps", type=int, default=12000)
     ap.add_argument("--walkers", type=int, default=40)
+    ap.add_argument("--reference-cache", default=str(ROOT / "runs" / "oce-references"),
+                    help="folder of the cached MCMC chains (shared across configs)")
     ap.add_argument("--quick", action="store_true", help="tiny run: checks the script works")
     return ap.parse_args(argv)
 
@@ -162,11 +165,10 @@ def reference_order(n_cases: int) -> list[int]:
 
 
 def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: int,
-                    walkers: int) -> dict:
+                    walkers: int, cache: Path) -> dict:
     """MCMC posterior mean/std fields ``(K, 1, N, N)`` for the held-out cases ``index``,
     cached by measurement and problem; R-hat, ESS, seconds and solves per case."""
     from invdiff_oce.likelihood import PhaseErrorTable
-    from invdiff_oce.phase import to_phase
     from invdiff_oce.reference import reference_posterior
 
     from invdiff.io import cached_arrays, content_key
@@ -174,14 +176,16 @@ def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: 
     prior, fwd, noise = build_problem(cfg)
     table = None
     rows = []
-    # the posterior depends on the physics and the measured phase, not on how y is encoded for
-    # the net: a phasor run (forward output="phasor") shares the chains of its phase twin
+    # the posterior depends on the physics and the measurement, not on how y is encoded for
+    # the net: a phasor run (forward output="phasor") shares the chains of its phase twin. Its
+    # y is the same draw (same seed) but not the same bits, so the key is the truth, the
+    # physics and the held-out seed, which fix the draw (clear the cache if the noise code
+    # changes)
     physics = cfg.problem.model_dump(mode="json")
     physics["forward_model"]["params"].pop("output", None)
     for m in index:
-        phase = (to_phase(case["y"][m:m + 1]).double() * 1e4).round().long()
-        key = content_key(phase, physics)
-        path = cfg.out_dir / "references" / f"mcmc-{m}-{steps}x{walkers}-{key}.npz"
+        key = content_key(case["x"][m], physics, HELD_OUT_SEED)
+        path = cache / f"mcmc-{m}-{steps}x{walkers}-{key}.npz"
 
         def compute(m=m) -> dict:
             nonlocal table
@@ -310,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
               "wraps": case["wraps"].tolist()}
     if args.reference:
         index = reference_order(args.cases)[:args.reference]
-        ref = mcmc_references(cfg, case, index, args.mcmc_steps, args.walkers)
+        ref = mcmc_references(cfg, case, index, args.mcmc_steps, args.walkers,
+                              Path(args.reference_cache))
         per_ref = reference_comparison(case, post.samples, ref, index, rows)
         result["reference"] = {
             "cases": index, "mcmc_steps": args.mcmc_steps, "walkers": args.walkers,

@@ -180,7 +180,19 @@ def initial_walkers(post: ParameterPosterior, n_walkers: int, rng: np.random.Gen
     res = scipy.optimize.minimize(lambda t: -post(t[None])[0], ranked[0], method="Nelder-Mead",
                                   options={"xatol": 1e-6, "fatol": 1e-3, "maxfev": 600})
     ball = res.x + init_scale * (hi - lo) * rng.standard_normal((n_walkers, len(post.free)))
-    return np.clip(ball, lo, hi)
+    return reflect_into(ball, lo, hi, [i in post.periods for i in post.free])
+
+
+def reflect_into(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, periodic: list[bool]
+                 ) -> np.ndarray:
+    """Fold points (k, d) into the box by reflection at its walls (periodic coordinates are
+    left as they are). Clipping would put every walker that overshoots a wall on the same
+    value, and the stretch move, which only moves along differences of walkers, could then
+    never leave that value: a MAP on a wall would freeze that parameter."""
+    width = hi - lo
+    y = np.mod(x - lo, 2 * width, where=width > 0, out=np.zeros_like(x))
+    folded = lo + np.where(y > width, 2 * width - y, y)
+    return np.where(np.asarray(periodic, dtype=bool), x, folded)
 
 
 def reference_posterior(
