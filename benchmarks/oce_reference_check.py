@@ -1,0 +1,60 @@
+"""The OCE reference posterior's own Monte Carlo error: a second MCMC chain (another seed) on
+held-out cases of ``benchmarks/oce_end_to_end.py`` against the cached first chain.
+
+    nice .venv/bin/python benchmarks/oce_reference_check.py 4 1     # case indices
+
+Needs the first chains (``oce_end_to_end.py --config configs/oce-spheroid-iid.toml --reference
+4``); prints, over the body below the layer, the RMS difference of the two mean fields, both
+means' RMSE to the truth, both mean stds, the correlation of the std fields and both R-hats.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import oce_end_to_end as e2e  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    from invdiff_oce.algebraic import layer_rows
+    from invdiff_oce.likelihood import PhaseErrorTable
+    from invdiff_oce.reference import reference_posterior
+
+    from invdiff.io import content_key
+    from invdiff.pipeline import build_problem
+
+    torch.set_num_threads(1)
+    args = e2e.parse_args(["--config", str(e2e.ROOT / "configs" / "oce-spheroid-iid.toml")])
+    cfg = e2e.configure(args)
+    case = e2e.held_out(cfg, args.cases)
+    prior, fwd, noise = build_problem(cfg)
+    table = PhaseErrorTable(noise, case["y"].shape[-2])
+    physics = cfg.problem.model_dump(mode="json")
+    physics["forward_model"]["params"].pop("output", None)
+    body = np.s_[layer_rows(case["x"].shape[-1], 0.125):, :]
+    for m in (int(a) for a in argv):
+        key = content_key(case["x"][m], physics, e2e.HELD_OUT_SEED)
+        first = np.load(Path(args.reference_cache) /
+                        f"mcmc-{m}-{args.mcmc_steps}x{args.walkers}-{key}.npz")
+        second = reference_posterior(case["y"][m], prior, fwd, noise, table,
+                                     n_steps=args.mcmc_steps, n_walkers=args.walkers,
+                                     seed=1000 + m).summary_arrays()
+        truth = case["x"][m, 0].numpy()[body]
+        rms = lambda d: float(np.sqrt((d[body] ** 2).mean()))  # noqa: E731
+        corr = np.corrcoef(first["std"][body].ravel(), second["std"][body].ravel())[0, 1]
+        print(f"case {m}: RMS(mean_1 - mean_2) {rms(first['mean'] - second['mean']):.3f} kPa; "
+              f"RMSE to truth {rms(first['mean'] - case['x'][m, 0].numpy()):.3f} / "
+              f"{float(np.sqrt(((second['mean'][body] - truth) ** 2).mean())):.3f}; mean std "
+              f"{first['std'][body].mean():.3f} / {second['std'][body].mean():.3f}; std corr "
+              f"{corr:.3f}; R-hat {float(first['rhat_max']):.3f} / "
+              f"{float(second['rhat_max']):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
