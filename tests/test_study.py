@@ -129,6 +129,7 @@ def _write_preset(tmp_path: Path, old: str, new: str) -> Path:
      "samplers.predictor-corrector"),
     ('params = { ngf = 4 }', 'params = { ngf = 0 }', "problems.reference with net refinenet"),
     ('noise_param = "level"', 'noise_param = "std"', "noise_param must be 'level'"),
+    ("speckle_smoothing = 0.0", "speckle_smoothing = 1.0", "speckle_smoothing = 0.0"),
 ])
 def test_bad_preset_is_named(tmp_path, old, new, message):
     with pytest.raises(ConfigError, match=message):

@@ -68,6 +68,12 @@ class ProblemSpec(Section):
             raise ValueError("the MCMC reference models relative Gaussian noise: noise_param "
                              f"must be 'level' (the gaussian noise model's), not "
                              f"{self.noise_param!r}")
+        if self.reference == "mcmc-oce":
+            noise = self.experiment.get("problem", {}).get("noise_model", {}).get("params", {})
+            if noise.get("speckle", True) and noise.get("speckle_smoothing", 1.0) != 0:
+                raise ValueError("the mcmc-oce reference has the exact likelihood only for "
+                                 "unsmoothed speckle: set the noise model's "
+                                 "speckle_smoothing = 0.0 (or speckle = false)")
         return self
 
 
