@@ -94,7 +94,8 @@ def markdown(result: StudyResult, preset_name: str, command: str, header: Sequen
         "`rmse_truth_refset` (cSDM) and `ref_rmse_truth` (reference) are over the same "
         "measurements (the reference's `n_ref`); `rmse_ref` = RMSE between the two means; "
         "`std_corr` = correlation of the std fields. References: exact = closed form, "
-        "mcmc = inclusion-parameter MCMC, algebraic = OCE stress/strain estimate (no std).", "",
+        "mcmc = inclusion-parameter MCMC, mcmc-oce = spheroid-parameter MCMC with the exact "
+        "phase likelihood, algebraic = OCE stress/strain estimate (no std).", "",
         md_table(ref_rows, ("problem", "net", "sampler", "noise_test", "reference", "n_ref",
                             "rmse_truth_refset", "ref_rmse_truth", "rmse_ref", "std_ratio",
                             "std_corr")), "",
