@@ -164,6 +164,21 @@ def reference_order(n_cases: int) -> list[int]:
     return [i for pair in zip(range(half), range(half, n_cases), strict=True) for i in pair]
 
 
+def reference_path(cfg: ExperimentConfig, case: dict, m: int, steps: int, walkers: int,
+                   cache: Path) -> Path:
+    """Cache file of held-out case m's chain. The posterior depends on the physics and the
+    measurement, not on how y is encoded for the net: a phasor run (forward output="phasor")
+    shares the chains of its phase twin. Its y is the same draw (same seed) but not the same
+    bits, so the key is the truth, the physics and the held-out seed, which fix the draw (clear
+    the cache if the noise code changes)."""
+    from invdiff.io import content_key
+
+    physics = cfg.problem.model_dump(mode="json")
+    physics["forward_model"]["params"].pop("output", None)
+    key = content_key(case["x"][m], physics, HELD_OUT_SEED)
+    return cache / f"mcmc-{m}-{steps}x{walkers}-{key}.npz"
+
+
 def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: int,
                     walkers: int, cache: Path) -> dict:
     """MCMC posterior mean/std fields ``(K, 1, N, N)`` for the held-out cases ``index``,
@@ -171,21 +186,13 @@ def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: 
     from invdiff_oce.likelihood import PhaseErrorTable
     from invdiff_oce.reference import reference_posterior
 
-    from invdiff.io import cached_arrays, content_key
+    from invdiff.io import cached_arrays
 
     prior, fwd, noise = build_problem(cfg)
     table = None
     rows = []
-    # the posterior depends on the physics and the measurement, not on how y is encoded for
-    # the net: a phasor run (forward output="phasor") shares the chains of its phase twin. Its
-    # y is the same draw (same seed) but not the same bits, so the key is the truth, the
-    # physics and the held-out seed, which fix the draw (clear the cache if the noise code
-    # changes)
-    physics = cfg.problem.model_dump(mode="json")
-    physics["forward_model"]["params"].pop("output", None)
     for m in index:
-        key = content_key(case["x"][m], physics, HELD_OUT_SEED)
-        path = cache / f"mcmc-{m}-{steps}x{walkers}-{key}.npz"
+        path = reference_path(cfg, case, m, steps, walkers, cache)
 
         def compute(m=m) -> dict:
             nonlocal table

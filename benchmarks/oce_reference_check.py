@@ -26,7 +26,6 @@ def main(argv: list[str]) -> None:
     from invdiff_oce.likelihood import PhaseErrorTable
     from invdiff_oce.reference import reference_posterior
 
-    from invdiff.io import content_key
     from invdiff.pipeline import build_problem
 
     torch.set_num_threads(1)
@@ -35,13 +34,10 @@ def main(argv: list[str]) -> None:
     case = e2e.held_out(cfg, args.cases)
     prior, fwd, noise = build_problem(cfg)
     table = PhaseErrorTable(noise, case["y"].shape[-2])
-    physics = cfg.problem.model_dump(mode="json")
-    physics["forward_model"]["params"].pop("output", None)
     body = np.s_[layer_rows(case["x"].shape[-1], 0.125):, :]
     for m in (int(a) for a in argv):
-        key = content_key(case["x"][m], physics, e2e.HELD_OUT_SEED)
-        first = np.load(Path(args.reference_cache) /
-                        f"mcmc-{m}-{args.mcmc_steps}x{args.walkers}-{key}.npz")
+        first = np.load(e2e.reference_path(cfg, case, m, args.mcmc_steps, args.walkers,
+                                           Path(args.reference_cache)))
         second = reference_posterior(case["y"][m], prior, fwd, noise, table,
                                      n_steps=args.mcmc_steps, n_walkers=args.walkers,
                                      seed=1000 + m).summary_arrays()
