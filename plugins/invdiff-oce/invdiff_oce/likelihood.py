@@ -49,7 +49,7 @@ from scipy.special import erfc, ive
 
 from invdiff.errors import ConfigError, DataError
 from invdiff_oce.noise import OCEPhaseNoise
-from invdiff_oce.phase import axial_phase_gradient, to_phase, wrap
+from invdiff_oce.phase import to_phase, wrap
 
 LOG_A_RANGE = (-14.0, 14.0)  # ln a: a from 1e-6 (uniform phase) to 1.2e6 (std 6e-4 rad)
 
@@ -112,7 +112,7 @@ class PhaseErrorTable:
         s, w = speckle_nodes(n_speckle) if noise.speckle else (np.ones(1), np.ones(1))
         rows = noise.mean_snr(self.height, torch.zeros((), dtype=torch.float64))
         coef = _Coefficients(k_max)
-        rho2 = np.sinc(self.delta / (2 * math.pi)) ** 2  # np.sinc(t) = sin(pi t) / (pi t)
+        rho2 = noise.ramp_correlation(torch.from_numpy(self.delta)).numpy() ** 2
         cos_ke = np.cos(np.outer(np.arange(1, k_max + 1), self.e))  # (k_max, n_e + 1)
         dens = []
         for mean_snr in rows[:, 0].numpy():
@@ -171,7 +171,7 @@ class OCELikelihood:
     def from_phase(self, phi: torch.Tensor) -> torch.Tensor:
         """log p(y | clean wrapped phase phi (k, 1, H, W), or its phasor): (k,)."""
         phi = to_phase(phi.to(torch.float64))
-        delta = self.noise.window_pixels * axial_phase_gradient(phi).abs()
+        delta = self.noise.phase_ramp(phi)
         error = wrap(self.y - phi)
         return self.table.log_prob(error[:, 0], delta[:, 0]).flatten(1).sum(1)
 

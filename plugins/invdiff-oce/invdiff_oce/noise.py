@@ -79,12 +79,21 @@ class OCEPhaseNoise(NoiseModel):
         speckle = gaussian_smooth(speckle * torch.ones_like(like), self.speckle_smoothing)
         return (speckle * self.mean_snr(like.shape[-2], like)).clamp_min(self.snr_floor)
 
-    def correlation(self, y_clean: torch.Tensor) -> torch.Tensor:
-        """rho = |sinc(Delta / 2)|, Delta = window_pixels * |wrap-aware d phi / d z|: (B,C,H,W)."""
+    def phase_ramp(self, y_clean: torch.Tensor) -> torch.Tensor:
+        """Delta = window_pixels * |wrap-aware d phi / d z| (rad; 0 without decorrelation):
+        (B, C, H, W) for a clean phase (B, C, H, W)."""
         if not self.decorrelation:
-            return torch.ones_like(y_clean)
-        delta = self.window_pixels * axial_phase_gradient(y_clean)
+            return torch.zeros_like(y_clean)
+        return self.window_pixels * axial_phase_gradient(y_clean).abs()
+
+    @staticmethod
+    def ramp_correlation(delta: torch.Tensor) -> torch.Tensor:
+        """rho = |sinc(Delta / 2)| = |sin(Delta / 2) / (Delta / 2)| for phase ramps Delta."""
         return torch.sinc(delta / (2 * math.pi)).abs()  # torch.sinc(t) = sin(pi t) / (pi t)
+
+    def correlation(self, y_clean: torch.Tensor) -> torch.Tensor:
+        """rho = |sinc(Delta / 2)| of :meth:`phase_ramp`: (B, C, H, W)."""
+        return self.ramp_correlation(self.phase_ramp(y_clean))
 
     def draw(self, y_clean: torch.Tensor, generator: torch.Generator | None = None
              ) -> dict[str, torch.Tensor]:
