@@ -27,14 +27,18 @@ import torch
 from invdiff_refinenet.net import ConditionalRefineNet
 from invdiff_unet.net import ConditionalUNet
 
-#: CPU-scale widths with similar parameter counts (about 0.12 M each; x 64 at the paper's
-#: ngf = 64 / base_width = 64).
-NETS: dict[str, Callable[..., torch.nn.Module]] = {
-    "refinenet": lambda shape, **kw: ConditionalRefineNet(shape, shape, ngf=8, **kw),
-    "unet": lambda shape, **kw: ConditionalUNet(shape, shape, base_width=8, **kw),
+#: Widths per scale. "cpu": similar parameter counts (about 0.12 M each); "paper": the study's
+#: GPU preset (configs/study/gpu.toml: RefineNet ngf = 64 as in the paper, a U-Net of base
+#: width 64).
+WIDTH_KW: dict[str, dict[str, dict]] = {
+    "cpu": {"refinenet": {"ngf": 8}, "unet": {"base_width": 8}},
+    "paper": {"refinenet": {"ngf": 64},
+              "unet": {"base_width": 64, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2}},
 }
-WIDTHS = {"refinenet": "ngf=8", "unet": "base_width=8, channel_mult=(1,2,2), 2 blocks/level, "
-          "attention at 1/4 resolution"}
+NETS: dict[str, Callable[..., torch.nn.Module]] = {
+    "refinenet": lambda shape, **kw: ConditionalRefineNet(shape, shape, **kw),
+    "unet": lambda shape, **kw: ConditionalUNet(shape, shape, **kw),
+}
 VARIANTS = [(False, False), (True, False), (False, True), (True, True)]  # (bf16, channels_last)
 
 
@@ -91,7 +95,8 @@ def bench(args: argparse.Namespace) -> list[dict]:
             steps = {}
             for bf16, cl in VARIANTS:
                 torch.manual_seed(0)
-                net = NETS[name]((1, grid, grid), bf16=bf16, channels_last=cl).to(device)
+                net = NETS[name]((1, grid, grid), bf16=bf16, channels_last=cl,
+                                 **WIDTH_KW[args.scale][name]).to(device)
                 steps[(bf16, cl)] = make_steps(net, grid, args.train_batch, args.sample_batch,
                                                device)
                 n_params = sum(p.numel() for p in net.parameters())
@@ -139,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sample-batch", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--scale", choices=list(WIDTH_KW), default="cpu",
+                   help="net widths: cpu (about 0.12 M parameters) or paper (the GPU preset's)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = p.parse_args(argv)
@@ -149,13 +156,14 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.out is not None:
         command = " ".join([".venv/bin/python", "benchmarks/bench_nets.py", *sys.argv[1:]])
-        cpu = torch.backends.cpu.get_cpu_capability() if args.device == "cpu" else args.device
+        cpu = (torch.backends.cpu.get_cpu_capability() if args.device == "cpu"
+               else torch.cuda.get_device_name(torch.device(args.device)))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             f"# Score-net throughput\n\nCommand: `{command}`\n\n"
             f"torch {torch.__version__}, device {args.device} ({cpu}), "
             f"{torch.get_num_threads()} threads, widths: "
-            + "; ".join(f"{k} {v}" for k, v in WIDTHS.items() if k in args.nets)
+            + "; ".join(f"{k} {WIDTH_KW[args.scale][k]}" for k in args.nets)
             + f"; train batch {args.train_batch}, sample batch {args.sample_batch}, "
             f"median of {args.rounds} interleaved rounds; {time.perf_counter() - t0:.0f} s.\n\n"
             + text + "\n"

@@ -14,6 +14,8 @@ and device placement (``device=`` defaults to CPU; pass ``"cuda"`` on a GPU mach
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,6 +29,19 @@ def _gen(seed: int, device: torch.device | str) -> torch.Generator:
 
 def _assert_finite(t: torch.Tensor, what: str) -> None:
     assert torch.isfinite(t).all(), f"{what} has non-finite values"
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """TF32 off for CUDA matmuls and convolutions inside the block (restored after). cuDNN's
+    default TF32 rounds inputs to 10 mantissa bits (~1e-3 relative), and which kernel it picks
+    depends on the batch size; the checks compare float32 results, not TF32 round-off."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def _assert_device(t: torch.Tensor, device: torch.device | str, what: str) -> None:
@@ -111,7 +126,7 @@ def check_score_net(
     x = torch.randn(batch, *x_shape, generator=g, device=device)
     y = torch.randn(batch, *y_shape, generator=g, device=device)
     sigma = torch.logspace(0, -2, batch, device=device)
-    with torch.no_grad():
+    with torch.no_grad(), full_fp32():
         out = net(x, y, sigma)
         assert tuple(out.shape) == tuple(x.shape), (
             f"score net output {tuple(out.shape)} is not shaped like x {tuple(x.shape)}"
@@ -131,6 +146,39 @@ def check_score_net(
     net.zero_grad(set_to_none=True)
     net.eval()
     return out
+
+
+def check_same_on_device(
+    net: torch.nn.Module,
+    device: torch.device | str,
+    batch: int = 2,
+    rtol: float = 1e-4,
+) -> float:
+    """The net gives the same scores on ``device`` as on the CPU (same weights, same inputs),
+    within ``rtol`` of the output's scale, under :func:`full_fp32`; its gradients agree too.
+    Returns the largest relative difference of the outputs."""
+    import copy
+
+    x_shape, y_shape = tuple(net.x_shape), tuple(net.y_shape)
+    g = _gen(0, "cpu")
+    x = torch.randn(batch, *x_shape, generator=g)
+    y = torch.randn(batch, *y_shape, generator=g)
+    sigma = torch.logspace(0, -2, batch)
+    cpu_net, dev_net = copy.deepcopy(net).cpu().eval(), copy.deepcopy(net).to(device).eval()
+    outs, grads = [], []
+    with full_fp32():
+        for n, dev in ((cpu_net, "cpu"), (dev_net, device)):
+            out = n(x.to(dev), y.to(dev), sigma.to(dev))
+            out.square().mean().backward()
+            outs.append(out.detach().cpu())
+            grads.append(torch.cat([p.grad.flatten().cpu() for p in n.parameters()
+                                    if p.grad is not None]))
+    _assert_device(out, device, "score net output")
+    rel = float((outs[1] - outs[0]).abs().max() / outs[0].abs().max().clamp_min(1e-30))
+    assert rel <= rtol, f"score net output on {device} differs from the CPU's by {rel:.2e} (rel)"
+    grel = float((grads[1] - grads[0]).abs().max() / grads[0].abs().max().clamp_min(1e-30))
+    assert grel <= 10 * rtol, f"gradients on {device} differ from the CPU's by {grel:.2e} (rel)"
+    return rel
 
 
 def check_sampler(

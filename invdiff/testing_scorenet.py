@@ -106,14 +106,17 @@ class GaussianToy:
         m = y / (1 + self.s_y**2)
         return -(x - m) / (v + sigma.view(-1, 1, 1, 1) ** 2)
 
-    def error(self, score: Callable, n: int = 256, seed: int = 123) -> float:
+    def error(self, score: Callable, n: int = 256, seed: int = 123,
+              device: torch.device | str = "cpu") -> float:
         """``E[sigma^2 |s - s*|^2] / D`` on fresh draws: the sigma^2 weighting makes every noise
-        level count alike (the zero function scores ``E[sigma^2 / (v + sigma^2)]``)."""
+        level count alike (the zero function scores ``E[sigma^2 / (v + sigma^2)]``). ``score``
+        is called on ``device`` (the draws are the same on every device)."""
         g = torch.Generator().manual_seed(seed)
         x0, y, sigma, z = self.draw(n, g)
         x = x0 + sigma.view(-1, 1, 1, 1) * z
         with torch.no_grad():
-            diff = score(x, y, sigma) - self.score(x, y, sigma)
+            s = score(x.to(device), y.to(device), sigma.to(device)).cpu()
+            diff = s - self.score(x, y, sigma)
         return float((sigma.view(-1, 1, 1, 1) ** 2 * diff.square()).mean())
 
 
@@ -130,11 +133,11 @@ def learned_error_ratios(
 ) -> tuple[float, float]:
     """Train ``net`` with :func:`train_dsm`; return its :meth:`GaussianToy.error` divided by
     that of the zero function and by that of the prior score ``-x / (1 + sigma^2)`` (which
-    ignores y: beating it shows the net uses y)."""
+    ignores y: beating it shows the net uses y). Trains and evaluates on the net's device."""
     zero = toy.error(lambda x, y, s: torch.zeros_like(x))
     prior = toy.error(lambda x, y, s: -x / (1 + s.view(-1, 1, 1, 1) ** 2))
     train_dsm(net, toy, steps=steps, batch=batch, lr=lr)
-    err = toy.error(net)
+    err = toy.error(net, device=next(net.parameters()).device)
     return err / zero, err / prior
 
 
@@ -143,7 +146,9 @@ def train_dsm(
     seed: int = 0,
 ) -> list[float]:
     """Minimal DSM loop: minimise ``E |sigma s(x0 + sigma z, y, sigma) + z|^2`` with Adam
-    (cosine-decayed learning rate). Returns the loss per step."""
+    (cosine-decayed learning rate), on the net's device (the draws are the same on every
+    device). Returns the loss per step."""
+    dev = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     losses = []
@@ -151,7 +156,7 @@ def train_dsm(
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        x0, y, sigma, z = toy.draw(batch, g)
+        x0, y, sigma, z = (t.to(dev) for t in toy.draw(batch, g))
         s4 = sigma.view(-1, 1, 1, 1)
         loss = (s4 * net(x0 + s4 * z, y, sigma) + z).square().mean()
         opt.zero_grad(set_to_none=True)

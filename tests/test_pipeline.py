@@ -80,7 +80,10 @@ def test_stages_write_their_files_and_resume(cfg_path, tmp_path, fresh_registry)
     assert len(final) > 0
 
 
-def test_cli_run(cfg_path, tmp_path, capsys, fresh_registry):
+def test_cli_run(cfg_path, tmp_path, capsys, fresh_registry, torch_device):
+    """``invdiff run`` end to end, training and sampling on each device."""
+    cfg_path.write_text(cfg_path.read_text().replace(
+        "[training]\n", f'[training]\ndevice = "{torch_device.type}"\n'))
     assert main(["run", str(cfg_path), "-q", "--out", str(tmp_path / "cli")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sampler"] == "annealed-langevin"

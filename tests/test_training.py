@@ -182,7 +182,7 @@ def test_trainer_uses_the_configured_level_distribution(data):
 
 
 # -- learning ----------------------------------------------------------------------------------
-def test_training_learns_the_exact_score(problem, data):
+def test_training_learns_the_exact_score(problem, data, torch_device):
     """A tiny MLP gets within a few percent of the exact noised posterior score.
 
     In normalised units x_n = (x - mx) / sx, y_n = (y - my) / sy the target is
@@ -201,7 +201,7 @@ def test_training_learns_the_exact_score(problem, data):
 
     tr = Trainer(TinyScoreNet(), train, SIGMAS, small_config(
         steps=1200, batch_size=128, lr=3e-3, warmup_steps=20, ema_decay=0.99, val_every=400,
-        checkpoint_every=10_000, seed=0), val=val, progress=False)
+        checkpoint_every=10_000, seed=0, device=torch_device.type), val=val, progress=False)
     init = tr.validate()
     model = tr.fit()
     best = tr.validate(exact_n)
@@ -215,7 +215,8 @@ def test_training_learns_the_exact_score(problem, data):
         xt = xn + level * torch.randn(xn.shape, generator=g)
         sig = torch.full((xn.shape[0],), level)
         with torch.no_grad():
-            err = (model(xt, yn, sig) - exact_n(xt, yn, sig)).norm() / exact_n(xt, yn, sig).norm()
+            s = model(xt.to(torch_device), yn.to(torch_device), sig.to(torch_device)).cpu()
+            err = (s - exact_n(xt, yn, sig)).norm() / exact_n(xt, yn, sig).norm()
         assert err < tol, (level, float(err))
 
 

@@ -22,14 +22,16 @@ L = 60  # levels: 60 x 5 + 1 = 301 score evaluations per chain
 
 @pytest.mark.parametrize(("problem", "final_denoise"),
                          [("blur-mask-8", True), ("subsample-10", True), ("blur-mask-8", False)])
-def test_annealed_langevin_matches_exact_posterior(problem, final_denoise):
+def test_annealed_langevin_matches_exact_posterior(problem, final_denoise, torch_device):
     prob, y = reference_case(**REFERENCE_PROBLEMS[problem])
+    y = y.to(torch_device)  # the chains live on y's device (CUDA on a GPU machine)
     post = prob.posterior
     sigmas = geometric(10.0, 0.01, L)
     sampler = invdiff.create("sampler", "annealed-langevin", progress=False,
                              final_denoise=final_denoise)
     res = sampler.sample(post.score_fn(), y, sigmas, N_SAMPLES,
-                         generator=torch.Generator().manual_seed(1))
+                         generator=torch.Generator(torch_device).manual_seed(1))
+    assert res.samples.device.type == torch_device.type
     assert res.nfe == L * 5 + int(final_denoise) <= 500
     # The chains target p_{sigma_L} = N(m, S + sigma_L^2 I); the final denoising step maps it
     # to N(m, S (S + sigma_L^2 I)^-1 S). Compare with what the sampler aims at.

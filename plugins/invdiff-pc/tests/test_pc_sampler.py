@@ -28,12 +28,14 @@ N_SAMPLES = 2000  # per measurement; M = 2 measurements -> 4000 chains
         ("blur-mask-8", 200, {"corrector_steps": 0, "final_denoise": False}),
     ],
 )
-def test_predictor_corrector_matches_exact_posterior(problem, levels, params):
+def test_predictor_corrector_matches_exact_posterior(problem, levels, params, torch_device):
     prob, y = reference_case(**REFERENCE_PROBLEMS[problem])
+    y = y.to(torch_device)  # the chains live on y's device (CUDA on a GPU machine)
     post = prob.posterior
     sampler = invdiff.create("sampler", "predictor-corrector", progress=False, **params)
     res = sampler.sample(post.score_fn(), y, geometric(10.0, 0.01, levels), N_SAMPLES,
-                         generator=torch.Generator().manual_seed(1))
+                         generator=torch.Generator(torch_device).manual_seed(1))
+    assert res.samples.device.type == torch_device.type
     assert res.nfe == 200 <= 500  # L (K + 1) either way
     # With denoising the last predictor is Tweedie's step from p_{sigma_L}, whose law is
     # N(m, S (S + sigma_L^2)^-1 S); without it the predictor runs to sigma = 0: N(m, S).

@@ -10,7 +10,7 @@ from invdiff_refinenet.net import ConditionalRefineNet
 
 import invdiff
 from invdiff.errors import ConfigError
-from invdiff.testing import check_score_net
+from invdiff.testing import check_same_on_device, check_score_net
 from invdiff.testing_scorenet import (
     GaussianToy,
     check_imports_torch_free,
@@ -31,9 +31,15 @@ def small(x_shape=(1, 8, 8), y_shape=(1, 8, 8), **kw) -> ConditionalRefineNet:
      ((2, 8, 12), (3, 4, 6)),       # several channels, y on a coarser grid
      ((1, 8, 8), (2, 9, 9))],       # nodal y on (N+1) x (N+1)
 )
-def test_contract(x_shape, y_shape):
-    out = check_score_net(small(x_shape, y_shape))
+def test_contract(x_shape, y_shape, torch_device):
+    out = check_score_net(small(x_shape, y_shape), device=torch_device)
     assert out.shape[1:] == x_shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_matches_cpu():
+    """The same weights score alike on CUDA and on the CPU (forward and gradients)."""
+    check_same_on_device(small((1, 16, 16), (2, 8, 8), ngf=8), "cuda")
 
 
 def test_registry_builds_it():
@@ -127,12 +133,12 @@ def test_speed_switches_agree():
     check_switches(lambda **kw: ConditionalRefineNet((1, 8, 8), (2, 4, 4), ngf=4, **kw))
 
 
-def test_learns_gaussian_posterior_score():
+def test_learns_gaussian_posterior_score(torch_device):
     """A few hundred DSM steps on the Gaussian toy (closed-form noised posterior score) bring
     the sigma^2-weighted error far below that of the zero function and below that of the
     prior score -x / (1 + sigma^2), which ignores y (so the net must use y)."""
     toy = GaussianToy(shape=(1, 8, 8))
-    net = small(toy.shape, toy.shape, ngf=6)
+    net = small(toy.shape, toy.shape, ngf=6).to(torch_device)
     vs_zero, vs_prior = learned_error_ratios(net, toy, steps=200, batch=16, lr=5e-3)
     # measured 0.12-0.13 and 0.25-0.27 (net seeds 0, 1, 2)
     assert vs_zero < 0.25 and vs_prior < 0.5, (vs_zero, vs_prior)

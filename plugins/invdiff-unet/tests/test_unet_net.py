@@ -11,7 +11,7 @@ from invdiff_unet.net import ConditionalUNet
 
 import invdiff
 from invdiff.errors import ConfigError
-from invdiff.testing import check_score_net
+from invdiff.testing import check_same_on_device, check_score_net
 from invdiff.testing_scorenet import (
     GaussianToy,
     check_imports_torch_free,
@@ -44,11 +44,20 @@ def randomise_output_layer(net: ConditionalUNet) -> None:
      ((1, 8, 8), (2, 9, 9), {"channel_mult": (1, 2, 2), "attention_levels": (1, 2)}),
      ((1, 4, 4), (1, 4, 4), {"channel_mult": (1,), "attention_levels": ()})],
 )
-def test_contract(x_shape, y_shape, kw):
+def test_contract(x_shape, y_shape, kw, torch_device):
     net = tiny(x_shape, y_shape, **kw)
     randomise_output_layer(net)  # so the batch-consistency check compares non-trivial outputs
-    out = check_score_net(net)
+    out = check_score_net(net, device=torch_device)
     assert out.shape[1:] == x_shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_matches_cpu():
+    """The same weights score alike on CUDA and on the CPU (forward and gradients), attention
+    included (SDPA picks another kernel on CUDA)."""
+    net = tiny((1, 16, 16), (2, 8, 8), channel_mult=(1, 2, 2), attention_levels=(1, 2))
+    randomise_output_layer(net)
+    check_same_on_device(net, "cuda")
 
 
 def test_registry_builds_it():
@@ -158,11 +167,11 @@ def test_speed_switches_agree():
     check_switches(make)
 
 
-def test_learns_gaussian_posterior_score():
+def test_learns_gaussian_posterior_score(torch_device):
     """100 DSM steps on the Gaussian toy (closed-form noised posterior score). EDM starts at
     the prior score -x / (1 + sigma^2), which ignores y; the trained net must beat it well."""
     toy = GaussianToy(shape=(1, 8, 8))
-    net = tiny(toy.shape, toy.shape)
+    net = tiny(toy.shape, toy.shape).to(torch_device)
     vs_zero, vs_prior = learned_error_ratios(net, toy, steps=100, batch=16, lr=3e-3)
     # measured 0.05-0.07 and 0.10-0.14 (net seeds 0, 1, 2)
     assert vs_zero < 0.2 and vs_prior < 0.4, (vs_zero, vs_prior)
