@@ -189,15 +189,13 @@ def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: 
     from invdiff.io import cached_arrays
 
     prior, fwd, noise = build_problem(cfg)
-    table = None
+    table = PhaseErrorTable.lazy(noise, case["y"].shape[-2])
     rows = []
     for m in index:
         path = reference_path(cfg, case, m, steps, walkers, cache)
 
         def compute(m=m) -> dict:
-            nonlocal table
-            table = table or PhaseErrorTable(noise, case["y"].shape[-2])
-            return reference_posterior(case["y"][m], prior, fwd, noise, table, n_steps=steps,
+            return reference_posterior(case["y"][m], prior, fwd, noise, table(), n_steps=steps,
                                        n_walkers=walkers, seed=m).summary_arrays()
 
         rows.append(cached_arrays(path, compute))

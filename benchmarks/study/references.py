@@ -128,12 +128,10 @@ def oce_mcmc_reference(preset: Preset, h: HeldOut, cache: Path) -> Reference:
 
     mc = preset.problems[h.problem].mcmc
     prior, fwd, noise = h.components
-    table: list[PhaseErrorTable] = []  # built on the first uncached chain only (seconds)
+    table = PhaseErrorTable.lazy(noise, h.y.shape[-2])  # built by the first uncached chain
 
     def run_one(m: int):
-        if not table:
-            table.append(PhaseErrorTable(noise, h.y.shape[-2]))
-        return reference_posterior(h.y[m], prior, fwd, noise, table[0], n_steps=mc.steps,
+        return reference_posterior(h.y[m], prior, fwd, noise, table(), n_steps=mc.steps,
                                    n_walkers=mc.walkers, seed=m)
 
     return sampled_reference(preset, h, cache, "mcmc-oce", run_one)

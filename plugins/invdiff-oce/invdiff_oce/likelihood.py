@@ -41,7 +41,9 @@ errors drawn by the noise model itself.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -122,6 +124,13 @@ class PhaseErrorTable:
             dens.append((1 + 2 * ck[:, 1:] @ cos_ke) / (2 * math.pi))
         # a truncated Fourier series can dip below 0 far in a tail that is ~0 anyway
         self.density = torch.from_numpy(np.maximum(np.stack(dens), 1e-300))
+
+    @classmethod
+    def lazy(cls, noise: OCEPhaseNoise, height: int) -> Callable[[], PhaseErrorTable]:
+        """A function that builds the table on its first call (seconds) and returns that same
+        table from then on: chains sharing a noise model share it, and a run whose chains all
+        come from a cache never builds it."""
+        return functools.cache(lambda: cls(noise, height))
 
     def log_prob(self, error: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """log p_e per pixel for errors in [-pi, pi] and ramps ``delta`` (…, height, W)."""

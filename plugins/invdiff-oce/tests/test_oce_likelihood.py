@@ -207,3 +207,11 @@ def test_likelihood_input_errors(table):
         OCELikelihood(torch.full((1, N, N), float("nan")), fwd, NOISE, table)
     with pytest.raises(DataError, match="rows"):
         OCELikelihood(torch.zeros(1, 8, 8), fwd, NOISE, table)
+
+
+def test_lazy_table_is_built_once_on_first_use():
+    """PhaseErrorTable.lazy builds nothing until called, then hands out the one table."""
+    get = PhaseErrorTable.lazy(NOISE, 4)
+    assert get.cache_info().currsize == 0
+    table = get()
+    assert get() is table and table.height == 4 and table.density.shape[0] == 4
