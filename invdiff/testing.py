@@ -15,6 +15,7 @@ and device placement (``device=`` defaults to CPU; pass ``"cuda"`` on a GPU mach
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -157,8 +158,6 @@ def check_same_on_device(
     """The net gives the same scores on ``device`` as on the CPU (same weights, same inputs),
     within ``rtol`` of the output's scale, under :func:`full_fp32`; its gradients agree too.
     Returns the largest relative difference of the outputs."""
-    import copy
-
     x_shape, y_shape = tuple(net.x_shape), tuple(net.y_shape)
     g = _gen(0, "cpu")
     x = torch.randn(batch, *x_shape, generator=g)
