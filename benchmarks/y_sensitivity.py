@@ -31,6 +31,10 @@ SIGMAS = (1.0, 0.3, 0.1, 0.03)
 
 def y_sensitivity(run: Path, net: str, n: int = 64, sigmas=SIGMAS) -> list[float]:
     """r(sigma) for each sigma in ``sigmas`` (module docstring)."""
+    for path in (run / "data" / "train.npz", run / net / "checkpoints" / "final.pt"):
+        if not path.exists():
+            raise SystemExit(f"{path} does not exist: RUN must be a run folder with data/ and "
+                             f"a trained {net}/checkpoints/final.pt (train it first)")
     data = np.load(run / "data" / "train.npz")
     x, y = (torch.from_numpy(data[k][:n]).float() for k in ("x", "y"))
     model = load_model(run / net / "checkpoints" / "final.pt")
