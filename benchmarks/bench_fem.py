@@ -45,6 +45,13 @@ def best_rates(jobs: dict, repeats: int) -> dict:
     return {name: jobs[name][2] / best[name] for name in jobs}
 
 
+def fields(n: int, n_fields: int) -> torch.Tensor:
+    """The benchmark's moduli: ``n_fields`` smooth log-normal fields (n_fields, n, n), float64,
+    seeded by the grid size (every solver and run sees the same ones)."""
+    prior = LognormalFieldPrior(n=n, log_std=0.5, length_scale=0.2, dtype="float64")
+    return prior.sample(n_fields, generator=torch.Generator().manual_seed(n))[:, 0]
+
+
 def run(grids: list[int], n_fields: int, repeats: int) -> list[dict]:
     try:
         import skfem  # noqa: F401
@@ -55,8 +62,7 @@ def run(grids: list[int], n_fields: int, repeats: int) -> list[dict]:
               file=sys.stderr)
     rows = []
     for n in grids:
-        prior = LognormalFieldPrior(n=n, log_std=0.5, length_scale=0.2, dtype="float64")
-        mus = prior.sample(n_fields, generator=torch.Generator().manual_seed(n))[:, 0].numpy()
+        mus = fields(n, n_fields).numpy()
         fem = ElasticityFEM(grid=n, compression=COMPRESSION)
         fem.displacement(mus[0])  # build the cached operators outside the timing
         jobs = {"ours": (fem.displacement, list(mus), n_fields),
@@ -82,8 +88,7 @@ def backend_rows(grids: list[int], n_fields: int, repeats: int, device: str) -> 
              "| torch / scipy | max abs diff of u |", "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for n in grids:
-        prior = LognormalFieldPrior(n=n, log_std=0.5, length_scale=0.2, dtype="float64")
-        mus = prior.sample(n_fields, generator=torch.Generator().manual_seed(n))[:, 0]
+        mus = fields(n, n_fields)
         fem = ElasticityFEM(grid=n, compression=COMPRESSION)
         fem_t = ElasticityFEM(grid=n, compression=COMPRESSION, backend="torch")
         mus_d = mus.to(device)
