@@ -69,8 +69,10 @@ class ProblemSpec(Section):
                              f"must be 'level' (the gaussian noise model's), not "
                              f"{self.noise_param!r}")
         if self.reference == "mcmc-oce":
-            noise = self.experiment.get("problem", {}).get("noise_model", {}).get("params", {})
-            if noise.get("speckle", True) and noise.get("speckle_smoothing", 1.0) != 0:
+            spec = self.experiment.get("problem", {}).get("noise_model", {})
+            noise = get_registry().create("noise_model", spec.get("name", "oce-phase-noise"),
+                                          **spec.get("params", {}))
+            if not getattr(noise, "independent_pixels", False):
                 raise ValueError("the mcmc-oce reference has the exact likelihood only for "
                                  "unsmoothed speckle: set the noise model's "
                                  "speckle_smoothing = 0.0 (or speckle = false)")

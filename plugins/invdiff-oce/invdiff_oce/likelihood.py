@@ -102,7 +102,7 @@ class PhaseErrorTable:
 
     def __init__(self, noise: OCEPhaseNoise, height: int, n_e: int = 1024, k_max: int = 512,
                  n_delta: int = 129, n_speckle: int = 160) -> None:
-        if noise.speckle and noise.speckle_smoothing > 0:
+        if not noise.independent_pixels:
             raise ConfigError(
                 f"the OCE likelihood is exact only for unsmoothed speckle (pixels independent "
                 f"given x); got speckle_smoothing={noise.speckle_smoothing}. Set the noise "

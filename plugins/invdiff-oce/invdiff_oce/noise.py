@@ -68,6 +68,12 @@ class OCEPhaseNoise(NoiseModel):
         self.speckle, self.speckle_smoothing = bool(speckle), float(speckle_smoothing)
         self.decorrelation, self.window_pixels = bool(decorrelation), float(window_pixels)
 
+    @property
+    def independent_pixels(self) -> bool:
+        """True when the pixels' errors are independent given the clean phase (no speckle, or
+        unsmoothed speckle): the likelihood then factorises per pixel (invdiff_oce.likelihood)."""
+        return not self.speckle or self.speckle_smoothing == 0
+
     def mean_snr(self, height: int, like: torch.Tensor) -> torch.Tensor:
         """Mean SNR per row, snr0 * 10^(-snr_drop_db / 10 * z): (height, 1)."""
         z = (torch.arange(height, dtype=like.dtype, device=like.device) + 0.5) / height
