@@ -20,6 +20,7 @@ import argparse
 import statistics
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,13 +28,14 @@ import torch
 from invdiff_refinenet.net import ConditionalRefineNet
 from invdiff_unet.net import ConditionalUNet
 
-#: Widths per scale. "cpu": similar parameter counts (about 0.12 M each); "paper": the study's
-#: GPU preset (configs/study/gpu.toml: RefineNet ngf = 64 as in the paper, a U-Net of base
-#: width 64).
+#: Widths per scale. "cpu": similar parameter counts (about 0.12 M each); "paper": the nets of
+#: the study's GPU preset, read from configs/study/gpu.toml (RefineNet ngf = 64 as in the
+#: paper, a U-Net of base width 64).
+GPU_PRESET = Path(__file__).resolve().parents[1] / "configs" / "study" / "gpu.toml"
 WIDTH_KW: dict[str, dict[str, dict]] = {
     "cpu": {"refinenet": {"ngf": 8}, "unet": {"base_width": 8}},
-    "paper": {"refinenet": {"ngf": 64},
-              "unet": {"base_width": 64, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 2}},
+    "paper": {net: spec["params"]
+              for net, spec in tomllib.loads(GPU_PRESET.read_text())["nets"].items()},
 }
 NETS: dict[str, Callable[..., torch.nn.Module]] = {
     "refinenet": lambda shape, **kw: ConditionalRefineNet(shape, shape, **kw),
