@@ -6,7 +6,10 @@ A concrete net subclasses :class:`ConditionalScoreNet` and implements two method
   of shape ``(B, Cx + Cy, H, W)``, returning ``(B, Cx, H, W)``; it runs under the
   ``channels_last`` / ``bf16`` switches (see :meth:`ConditionalScoreNet.run_body`);
 * ``score(x, y, sigma) -> s``: the output parameterisation, i.e. how the score is formed from
-  ``body``'s output (``F / sigma`` for NCSN, the EDM denoiser for the U-Net), in x's dtype.
+  ``body``'s output, in x's dtype; :meth:`ConditionalScoreNet.parameterised_score` holds the
+  two that the bundled nets offer (``"ncsn"``: ``F / sigma``; ``"edm"``: the EDM denoiser).
+
+Nets that see the noise level use :class:`FourierEmbedding` of ``c_noise = ln(sigma) / 4``.
 
 Conditioning on y is by concatenation on channels: y is resampled bilinearly to x's grid when
 its grid differs (``y_r``), so measurements on another grid (e.g. nodal displacements on
@@ -16,6 +19,7 @@ its grid differs (``y_r``), so measurements on another grid (e.g. nodal displace
 from __future__ import annotations
 
 import abc
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +28,17 @@ from einops import rearrange
 from invdiff.errors import ConfigError, DataError
 from invdiff.interfaces import ScoreNet
 
-__all__ = ["ConditionalScoreNet", "check_shape", "resample_to"]
+__all__ = ["OUTPUTS", "ConditionalScoreNet", "FourierEmbedding", "check_output", "check_shape",
+           "resample_to"]
+
+OUTPUTS = ("edm", "ncsn")
+
+
+def check_output(output: str) -> str:
+    """Return ``output`` if it names a parameterisation in :data:`OUTPUTS`, else raise."""
+    if output not in OUTPUTS:
+        raise ConfigError(f"output = {output!r}: choose one of {', '.join(map(repr, OUTPUTS))}")
+    return output
 
 
 def check_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
@@ -46,6 +60,27 @@ def resample_to(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(y.shape[-2:]) == tuple(size):
         return y
     return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+class FourierEmbedding(torch.nn.Module):
+    """Fourier features of the noise input ``c`` (``c = ln(sigma) / 4``), then an MLP.
+
+    ``e(c) = MLP([cos(w_k c), sin(w_k c)]_k)`` with ``n_freq`` angular frequencies ``w_k``
+    spaced geometrically from 1 to ``max_freq``: for sigma in [1e-3, 1e2] the input c spans
+    about [-1.7, 1.2], so the lowest frequency sees the whole range (no wrap-around) and the
+    highest resolves ratios of sigma of a few per cent. Shapes: ``c (B,) -> (B, dim)``.
+    """
+
+    def __init__(self, dim: int, n_freq: int = 32, max_freq: float = 100.0) -> None:
+        super().__init__()
+        freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), n_freq))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(2 * n_freq, dim), torch.nn.SiLU(),
+                                       torch.nn.Linear(dim, dim))
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        phase = c.float()[:, None] * self.freqs[None, :]
+        return self.mlp(torch.cat([phase.cos(), phase.sin()], dim=1))
 
 
 class ConditionalScoreNet(ScoreNet, abc.ABC):
@@ -139,6 +174,31 @@ class ConditionalScoreNet(ScoreNet, abc.ABC):
         with torch.autocast(device_type=h.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.body(h, *cond)
         return out.to(x_in.dtype).contiguous()
+
+    def parameterised_score(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor,
+                            output: str, *cond: torch.Tensor) -> torch.Tensor:
+        r"""The score from ``F = body`` under the parameterisation ``output``; ``sigma (B,1,1,1)``.
+
+        * ``"ncsn"`` (Song & Ermon): ``s = F(x, y, *cond) / sigma``.
+        * ``"edm"`` (Karras et al. 2022, sigma_data = 1 since the data are normalised)::
+
+              c_in = 1 / sqrt(1 + sigma^2),  c_skip = 1 / (1 + sigma^2),
+              c_out = sigma / sqrt(1 + sigma^2),
+              D(x) = c_skip x + c_out F(c_in x, y, *cond),  s = (D(x) - x) / sigma^2
+                   = (F / sigma - x / sqrt(1 + sigma^2)) / sqrt(1 + sigma^2).
+
+          The last form is what is computed (no cancellation of ``D - x`` at small sigma). The
+          network's input and its regression target ``(x0 - c_skip x) / c_out`` then have unit
+          variance at every sigma, and ``F = 0`` gives the score of N(0, I), ``-x / (1 +
+          sigma^2)``: a net starts at the right answer for normalised data and learns the
+          correction.
+
+        Either way the DSM loss ``sigma^2 ||s + z / sigma||^2`` is a well-scaled regression on F.
+        """
+        if output == "ncsn":
+            return self.run_body(x, y, *cond) / sigma
+        root = torch.sqrt(1 + sigma.square())
+        return (self.run_body(x / root, y, *cond) / sigma - x / root) / root
 
     def extra_repr(self) -> str:
         return (f"x_shape={self.x_shape}, y_shape={self.y_shape}, "

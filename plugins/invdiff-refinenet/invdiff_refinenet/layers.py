@@ -28,7 +28,7 @@ def resize(h: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 class InstanceNormPlus(nn.Module):
-    """InstanceNorm++ (NCSN, Song & Ermon 2019), the unconditional form of NCSNv2.
+    """InstanceNorm++ (NCSN, Song & Ermon 2019): unconditional (NCSNv2) or noise-conditional.
 
     For one example with channel means ``mu_c`` and variances ``s_c^2`` over the grid::
 
@@ -36,24 +36,41 @@ class InstanceNormPlus(nn.Module):
         mu~_c = (mu_c - mean_k mu_k) / sqrt(var_k mu_k + eps)
 
     Plain instance norm discards the channel means (and so the colour/level of the field);
-    the ``alpha`` term puts their normalised spread back. Computed in float32 whatever the
-    autocast dtype (means and variances of bf16 values lose too many digits).
+    the ``alpha`` term puts their normalised spread back. With ``emb_dim``, NCSN's conditional
+    form: ``(gamma, alpha, beta) = (gamma0, alpha0, beta0) + Linear(e)`` for the noise
+    embedding ``e (B, emb_dim)``, the linear map starting at zero (so an untrained
+    conditional norm is the unconditional one). Computed in at least float32 whatever the autocast
+    dtype (means and variances of bf16 values lose too many digits).
     """
 
-    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+    def __init__(self, channels: int, eps: float = 1e-5, emb_dim: int | None = None) -> None:
         super().__init__()
         self.eps = eps
         self.alpha = nn.Parameter(1.0 + 0.02 * torch.randn(channels))
         self.gamma = nn.Parameter(1.0 + 0.02 * torch.randn(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
+        self.film = None
+        if emb_dim is not None:
+            self.film = nn.Linear(emb_dim, 3 * channels)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        hf = h.float()
+    def coefficients(self, emb: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """``gamma, alpha, beta`` as ``(1 or B, C, 1, 1)`` tensors in the parameters' dtype."""
+        base = torch.stack([self.gamma, self.alpha, self.beta])[None]  # (1, 3, C)
+        if self.film is not None:
+            if emb is None:
+                raise ValueError("a noise-conditional InstanceNorm++ needs the noise embedding")
+            base = base + self.film(emb.to(base.dtype)).view(emb.shape[0], 3, -1)
+        return tuple(base[:, i, :, None, None] for i in range(3))
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        hf = h.to(torch.promote_types(h.dtype, torch.float32))
         var, mu = torch.var_mean(hf, dim=(2, 3), keepdim=True, correction=0)
         v_mu, m_mu = torch.var_mean(mu, dim=1, keepdim=True)  # spread of the channel means
         mu_tilde = (mu - m_mu) * torch.rsqrt(v_mu + self.eps)
-        normed = (hf - mu) * torch.rsqrt(var + self.eps) + self.alpha.view(1, -1, 1, 1) * mu_tilde
-        out = self.gamma.view(1, -1, 1, 1) * normed + self.beta.view(1, -1, 1, 1)
+        gamma, alpha, beta = self.coefficients(emb)
+        out = gamma * ((hf - mu) * torch.rsqrt(var + self.eps) + alpha * mu_tilde) + beta
         return out.to(h.dtype)
 
 
@@ -63,14 +80,16 @@ class ResidualBlock(nn.Module):
     ``down`` with ``dilation == 1`` halves the grid (2x2 mean pool after conv2 and after the
     1x1 shortcut, NCSNv2's ConvMeanPool). ``down`` with ``dilation > 1`` keeps the grid and
     widens the receptive field with dilated convolutions instead (NCSNv2's dilated stages).
+    ``emb_dim`` makes both norms noise-conditional (:class:`InstanceNormPlus`).
     """
 
-    def __init__(self, cin: int, cout: int, down: bool = False, dilation: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, down: bool = False, dilation: int = 1,
+                 emb_dim: int | None = None) -> None:
         super().__init__()
         mid = cin if down else cout
-        self.norm1 = InstanceNormPlus(cin)
+        self.norm1 = InstanceNormPlus(cin, emb_dim=emb_dim)
         self.conv1 = conv3x3(cin, mid, dilation)
-        self.norm2 = InstanceNormPlus(mid)
+        self.norm2 = InstanceNormPlus(mid, emb_dim=emb_dim)
         self.conv2 = conv3x3(mid, cout, dilation)
         self.act = ACT()
         self.pool = down and dilation == 1
@@ -79,9 +98,9 @@ class ResidualBlock(nn.Module):
             self.shortcut = (conv3x3(cin, cout, dilation) if dilation > 1
                              else nn.Conv2d(cin, cout, 1))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(self.act(self.norm1(h)))
-        out = self.conv2(self.act(self.norm2(out)))
+    def forward(self, h: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv1(self.act(self.norm1(h, emb)))
+        out = self.conv2(self.act(self.norm2(out, emb)))
         skip = self.shortcut(h)
         if self.pool:
             out, skip = F.avg_pool2d(out, 2), F.avg_pool2d(skip, 2)

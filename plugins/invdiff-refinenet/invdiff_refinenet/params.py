@@ -6,6 +6,8 @@ switches); the ``invdiff-unet`` plugin subclasses it too.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from invdiff.params import ScoreNetParams
@@ -13,3 +15,8 @@ from invdiff.params import ScoreNetParams
 
 class RefineNetParams(ScoreNetParams):
     ngf: int = Field(64, ge=1, description="base width (64: the paper's 7.4 M-parameter net)")
+    noise_conditional: bool = Field(
+        False, description="condition the InstanceNorm++ layers on sigma (NCSN); the paper's net: "
+                           "False")
+    output: Literal["ncsn", "edm"] = Field(
+        "ncsn", description="ncsn: F / sigma (the paper); edm: denoiser preconditioning")

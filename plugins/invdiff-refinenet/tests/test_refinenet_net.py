@@ -25,21 +25,28 @@ def small(x_shape=(1, 8, 8), y_shape=(1, 8, 8), **kw) -> ConditionalRefineNet:
     return ConditionalRefineNet(x_shape, y_shape, ngf=kw.pop("ngf", 4), **kw)
 
 
+# the paper's net and the two options that depart from it
+VARIANTS = {"paper": {}, "noise-conditional": {"noise_conditional": True},
+            "noise-conditional-edm": {"noise_conditional": True, "output": "edm"}}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(
     "x_shape, y_shape",
     [((1, 8, 8), (1, 8, 8)),        # aligned, one channel each
      ((2, 8, 12), (3, 4, 6)),       # several channels, y on a coarser grid
      ((1, 8, 8), (2, 9, 9))],       # nodal y on (N+1) x (N+1)
 )
-def test_contract(x_shape, y_shape, torch_device):
-    out = check_score_net(small(x_shape, y_shape), device=torch_device)
+def test_contract(x_shape, y_shape, variant, torch_device):
+    out = check_score_net(small(x_shape, y_shape, **VARIANTS[variant]), device=torch_device)
     assert out.shape[1:] == x_shape
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cuda_matches_cpu(variant):
     """The same weights score alike on CUDA and on the CPU (forward and gradients)."""
-    check_same_on_device(small((1, 16, 16), (2, 8, 8), ngf=8), "cuda")
+    check_same_on_device(small((1, 16, 16), (2, 8, 8), ngf=8, **VARIANTS[variant]), "cuda")
 
 
 def test_registry_builds_it():
@@ -67,6 +74,42 @@ def test_output_is_divided_by_sigma():
         one, two = net(x, y, torch.ones(3)), net(x, y, torch.full((3,), 2.0))
         assert torch.equal(2 * two, one)
         assert torch.equal(net(x, y, torch.tensor(2.0)), two)  # scalar sigma broadcasts
+
+
+def test_noise_conditional_net_starts_as_the_paper_net():
+    """The conditional norms' linear maps start at zero: with the paper net's weights loaded,
+    a fresh noise-conditional net gives the same scores at every sigma."""
+    paper, cond = small().eval(), small(noise_conditional=True).eval()
+    missing, unexpected = cond.load_state_dict(paper.state_dict(), strict=False)
+    assert not unexpected and all(".film." in k or k.startswith("embed.") for k in missing)
+    x, y, sigma = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8), torch.tensor([0.05, 1, 9.0])
+    with torch.no_grad():
+        torch.testing.assert_close(cond(x, y, sigma), paper(x, y, sigma))
+
+
+def test_noise_conditional_net_sees_sigma():
+    """Once its norms depend on sigma, s(x, y, 2) is no longer s(x, y, 1) / 2."""
+    net = small(noise_conditional=True).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, InstanceNormPlus):
+                m.film.weight.normal_(0, 0.3)
+    x, y = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        one, two = net(x, y, torch.ones(2)), net(x, y, torch.full((2,), 2.0))
+    assert (2 * two - one).abs().mean() > 1e-2 * one.abs().mean()
+
+
+def test_edm_output_is_the_core_formula():
+    """output="edm": s = (F(x / r, y, c) / sigma - x / r) / r with r = sqrt(1 + sigma^2)."""
+    net = small(noise_conditional=True, output="edm").double().eval()
+    x, y = torch.randn(3, 1, 8, 8).double(), torch.randn(3, 1, 8, 8).double()
+    sigma = torch.tensor([0.05, 1.0, 7.0]).double()
+    s = sigma.view(-1, 1, 1, 1)
+    r = torch.sqrt(1 + s**2)
+    with torch.no_grad():
+        f = net.run_body(x / r, y, sigma.log() / 4)
+        torch.testing.assert_close(net(x, y, sigma), (f / s - x / r) / r)
 
 
 def test_y_is_resampled_to_x_grid():
@@ -105,6 +148,11 @@ def test_ngf_too_small_is_config_error():
         ConditionalRefineNet((1, 8, 8), (1, 8, 8), ngf=1)
 
 
+def test_unknown_output_is_config_error():
+    with pytest.raises(ConfigError, match="'vp'.*'edm', 'ncsn'"):
+        ConditionalRefineNet((1, 8, 8), (1, 8, 8), ngf=4, output="vp")
+
+
 def test_instance_norm_plus_matches_formula():
     """InstanceNorm++ against a float64 numpy transcription of the NCSN formula."""
     torch.manual_seed(0)
@@ -124,6 +172,27 @@ def test_instance_norm_plus_matches_formula():
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
 
 
+def test_conditional_instance_norm_plus_shifts_its_coefficients():
+    """With a noise embedding e, (gamma, alpha, beta) of each example are the base values plus
+    rows of W e + b: the output equals the unconditional norm with those coefficients."""
+    torch.manual_seed(0)
+    norm = InstanceNormPlus(5, emb_dim=3)
+    with torch.no_grad():
+        norm.film.weight.normal_()
+        norm.film.bias.normal_()
+    h, emb = torch.randn(2, 5, 4, 6), torch.randn(2, 3)
+    shift = (emb @ norm.film.weight.T + norm.film.bias).view(2, 3, 5).detach()
+    plain = InstanceNormPlus(5)
+    for i in range(2):
+        with torch.no_grad():
+            plain.gamma.copy_(norm.gamma + shift[i, 0])
+            plain.alpha.copy_(norm.alpha + shift[i, 1])
+            plain.beta.copy_(norm.beta + shift[i, 2])
+            torch.testing.assert_close(norm(h, emb)[i:i + 1], plain(h[i:i + 1]))
+    with pytest.raises(ValueError, match="embedding"):
+        norm(h)
+
+
 def test_separable_max_pool_is_exact():
     h = torch.randn(2, 3, 7, 9)
     assert torch.equal(max_pool5(h), torch.nn.functional.max_pool2d(h, 5, stride=1, padding=2))
@@ -133,12 +202,13 @@ def test_speed_switches_agree():
     check_switches(lambda **kw: ConditionalRefineNet((1, 8, 8), (2, 4, 4), ngf=4, **kw))
 
 
-def test_learns_gaussian_posterior_score(torch_device):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_learns_gaussian_posterior_score(variant, torch_device):
     """A few hundred DSM steps on the Gaussian toy (closed-form noised posterior score) bring
     the sigma^2-weighted error far below that of the zero function and below that of the
     prior score -x / (1 + sigma^2), which ignores y (so the net must use y)."""
     toy = GaussianToy(shape=(1, 8, 8))
-    net = small(toy.shape, toy.shape, ngf=6).to(torch_device)
+    net = small(toy.shape, toy.shape, ngf=6, **VARIANTS[variant]).to(torch_device)
     vs_zero, vs_prior = learned_error_ratios(net, toy, steps=200, batch=16, lr=5e-3)
     # measured 0.12-0.13 and 0.25-0.27 (net seeds 0, 1, 2)
     assert vs_zero < 0.25 and vs_prior < 0.5, (vs_zero, vs_prior)

@@ -1,4 +1,5 @@
-"""Building blocks of the conditional U-Net: noise embedding, residual and attention blocks.
+"""Building blocks of the conditional U-Net: residual and attention blocks (the noise
+embedding is the core's :class:`invdiff.scorenet.FourierEmbedding`).
 
 Every block takes ``(h, emb)`` so the U-Net can run its encoder and decoder as plain lists;
 blocks that do not use the noise embedding ignore it. GroupNorm normalises each example on its
@@ -21,26 +22,6 @@ def zero_init(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
     return module
-
-
-class FourierEmbedding(nn.Module):
-    """Fourier features of the noise input ``c`` (``c = ln(sigma) / 4``), then an MLP.
-
-    ``e(c) = MLP([cos(w_k c), sin(w_k c)]_k)`` with ``n_freq`` angular frequencies ``w_k``
-    spaced geometrically from 1 to ``max_freq``: for sigma in [1e-3, 1e2] the input c spans
-    about [-1.7, 1.2], so the lowest frequency sees the whole range (no wrap-around) and the
-    highest resolves ratios of sigma of a few per cent. Shapes: ``c (B,) -> (B, dim)``.
-    """
-
-    def __init__(self, dim: int, n_freq: int = 32, max_freq: float = 100.0) -> None:
-        super().__init__()
-        freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), n_freq))
-        self.register_buffer("freqs", freqs, persistent=False)
-        self.mlp = nn.Sequential(nn.Linear(2 * n_freq, dim), nn.SiLU(), nn.Linear(dim, dim))
-
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        phase = c.float()[:, None] * self.freqs[None, :]
-        return self.mlp(torch.cat([phase.cos(), phase.sin()], dim=1))
 
 
 class ResBlock(nn.Module):

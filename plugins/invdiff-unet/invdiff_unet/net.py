@@ -6,24 +6,14 @@ ADM/DDPM-style U-Net: ``len(channel_mult)`` levels of ``num_res_blocks`` residua
 stride-2 downsampling between levels, a middle block, and a mirrored decoder that concatenates
 the encoder's skips; the last convolution starts at zero.
 
-Output parameterisation (``output``):
+Output parameterisation (``output``; the maths in
+:meth:`invdiff.scorenet.ConditionalScoreNet.parameterised_score`), with ``c_noise = ln(sigma) / 4``:
 
-* ``"edm"`` (default; Karras et al. 2022, sigma_data = 1 since the data are normalised)::
-
-      c_in = 1 / sqrt(1 + sigma^2),  c_skip = 1 / (1 + sigma^2),
-      c_out = sigma / sqrt(1 + sigma^2),  c_noise = ln(sigma) / 4,
-      D(x) = c_skip x + c_out F(c_in x, y, c_noise),
-      s(x, y, sigma) = (D(x) - x) / sigma^2
-                     = (F / sigma - x / sqrt(1 + sigma^2)) / sqrt(1 + sigma^2).
-
-  The last form is what is computed (no cancellation of ``D - x`` at small sigma). The
-  network's input and its regression target ``(x0 - c_skip x) / c_out`` then have unit
-  variance at every sigma, and ``F = 0`` gives the score of N(0, I), ``-x / (1 + sigma^2)``:
-  the net starts at the right answer for normalised data and learns the correction.
+* ``"edm"`` (default; Karras et al. 2022): ``s = (F(c_in x, y, c_noise) / sigma - c_in x) c_in``
+  with ``c_in = 1 / sqrt(1 + sigma^2)``; input and regression target have unit variance at every
+  sigma, and ``F = 0`` (the zero-initialised last convolution) is the N(0, I) prior score.
 * ``"ncsn"``: ``s = F(x, y, c_noise) / sigma`` (Song & Ermon), as in the RefineNet but with the
   noise level also fed to the network.
-
-Either way the DSM loss ``sigma^2 ||s + z / sigma||^2`` is a well-scaled regression on F.
 """
 
 from __future__ import annotations
@@ -33,11 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from invdiff.errors import ConfigError
-from invdiff.scorenet import ConditionalScoreNet
+from invdiff.scorenet import ConditionalScoreNet, FourierEmbedding, check_output
 from invdiff_unet.layers import (
     AttentionBlock,
     Downsample,
-    FourierEmbedding,
     ResAttn,
     ResBlock,
     Upsample,
@@ -157,8 +146,7 @@ class ConditionalUNet(ConditionalScoreNet):
                     f"attention_heads = {heads} does not divide the width {widths[level]} of "
                     f"level {level}"
                 )
-        if output not in ("edm", "ncsn"):
-            raise ConfigError(f"output = {output!r}: choose 'edm' or 'ncsn'")
+        check_output(output)
 
     def body(self, h: torch.Tensor, *cond: torch.Tensor) -> torch.Tensor:
         """``F``: ``h = [x_in, y_r] (B, Cx + Cy, H, W)``, ``c_noise (B,)`` -> ``(B, Cx, H, W)``."""
@@ -179,8 +167,4 @@ class ConditionalUNet(ConditionalScoreNet):
 
     def score(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The score from ``F`` under the chosen parameterisation; ``sigma (B, 1, 1, 1)``."""
-        c_noise = sigma.flatten().log() / 4
-        if self.output == "ncsn":
-            return self.run_body(x, y, c_noise) / sigma
-        root = torch.sqrt(1 + sigma.square())
-        return (self.run_body(x / root, y, c_noise) / sigma - x / root) / root
+        return self.parameterised_score(x, y, sigma, self.output, sigma.flatten().log() / 4)

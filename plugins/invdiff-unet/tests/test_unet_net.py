@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
-from invdiff_unet.layers import AttentionBlock, FourierEmbedding
+from invdiff_unet.layers import AttentionBlock
 from invdiff_unet.net import ConditionalUNet
 
 import invdiff
 from invdiff.errors import ConfigError
+from invdiff.scorenet import FourierEmbedding
 from invdiff.testing import check_same_on_device, check_score_net
 from invdiff.testing_scorenet import (
     GaussianToy,
