@@ -8,7 +8,8 @@ A checkpoint is a ``torch.save`` of a dict of tensors and plain values only, so 
     ema             dict     state_dict of its exponential moving average (used for sampling)
     optimizer       dict     optimizer state_dict (Adam moments, step counts)
     step            int      optimisation steps done
-    normalization   dict     Normalization.state_dict(): x_mean, x_std, y_mean, y_std (C,)
+    normalization   dict     Normalization.state_dict(): x_mean, x_std, y_mean, y_std (C,);
+                             y's (C, H, W) under training.y_normalization = "pixel"
     sigmas          Tensor   the noise ladder (L,), decreasing
     experiment      str      the validated experiment config as JSON ("null" when unknown)
     net_spec        str      {"name": ..., "params": ...} of the registered score_net, as JSON

@@ -21,10 +21,12 @@ from invdiff.io import atomic_write
 
 @dataclass
 class Normalization:
-    """Per-channel affine maps ``x_n = (x - x_mean) / x_std`` and likewise for y.
+    """Affine maps ``x_n = (x - x_mean) / x_std`` and likewise for y.
 
-    Each statistic has shape ``(C,)``; networks train and sample in normalised units, results
-    are mapped back with :meth:`denormalize_x`.
+    Each statistic has shape ``(C,)`` (per channel: one mean and std over batch and pixels),
+    or, for y only, the item shape ``(C, H, W)`` (per pixel, :meth:`with_y_per_pixel`).
+    Networks train and sample in normalised units; results are mapped back with
+    :meth:`denormalize_x`.
     """
 
     x_mean: torch.Tensor
@@ -43,6 +45,25 @@ class Normalization:
         ym, ys = stats(y)
         return cls(xm, xs, ym, ys)
 
+    def with_y_per_pixel(self, y: torch.Tensor, floor: float = 1e-3) -> Normalization:
+        """This normalisation with y standardised per pixel: ``y_mean, y_std (C, H, W)`` are
+        the mean and std of ``y (N, C, H, W)`` over the batch at each pixel.
+
+        Why: a pattern shared by every measurement (the compression ramp of a displacement
+        field) dominates per-channel statistics, so the part of y that carries information
+        about x reaches the net as a small ripple (elasticity at 16 x 16: 15% of the channel's
+        std). Per-pixel statistics remove the shared pattern and give the varying part unit
+        scale. An affine bijection of y, so the posterior is unchanged. Each pixel's std is
+        floored at ``floor`` x its channel's std, so a pixel that never varies (a clamped
+        boundary) is centred, not blown up.
+        """
+        flat = y.double()
+        std_c = flat.transpose(0, 1).reshape(y.shape[1], -1).std(1)
+        std = flat.std(0)
+        floor_c = (floor * std_c).clamp_min(1e-12).reshape(-1, *([1] * (y.dim() - 2)))
+        return Normalization(self.x_mean, self.x_std, flat.mean(0).float(),
+                             torch.maximum(std, floor_c).float())
+
     @classmethod
     def identity(cls, x_channels: int, y_channels: int) -> Normalization:
         return cls(torch.zeros(x_channels), torch.ones(x_channels),
@@ -50,8 +71,9 @@ class Normalization:
 
     @staticmethod
     def _view(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        # (C,) -> (1, C, 1, ..., 1) on t's device and dtype
-        return s.to(device=t.device, dtype=t.dtype).reshape(1, -1, *([1] * (t.dim() - 2)))
+        # (C,) -> (1, C, 1, ..., 1), (C, H, W) -> (1, C, H, W), on t's device and dtype
+        return s.to(device=t.device, dtype=t.dtype).reshape(
+            1, *s.shape, *([1] * (t.dim() - 1 - s.dim())))
 
     def normalize_x(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self._view(self.x_mean, x)) / self._view(self.x_std, x)
@@ -61,6 +83,9 @@ class Normalization:
 
     def normalize_y(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self._view(self.y_mean, y)) / self._view(self.y_std, y)
+
+    def denormalize_y(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self._view(self.y_std, y) + self._view(self.y_mean, y)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: getattr(self, k).clone() for k in ("x_mean", "x_std", "y_mean", "y_std")}

@@ -13,7 +13,7 @@ from invdiff.data import Normalization
 
 
 class ScoreModel(torch.nn.Module):
-    """``net`` plus ``normalization`` (per-channel affine maps) and default ``sigmas``.
+    """``net`` plus ``normalization`` (:class:`Normalization`) and default ``sigmas``.
 
     x_shape, y_shape: shapes of one x and one y, channels first.
     """

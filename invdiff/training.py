@@ -83,6 +83,10 @@ class TrainingConfig(BaseModel):
     )
     sigma_log_mean: float = Field(-1.2, description="log-normal: mean of ln sigma")
     sigma_log_std: float = Field(1.2, gt=0, description="log-normal: std of ln sigma")
+    y_normalization: Literal["channel", "pixel"] = Field(
+        "channel", description="how the net's y is standardised: one mean/std per channel, or "
+        "per pixel (removes a pattern all measurements share; Normalization.with_y_per_pixel)"
+    )
     channels_last: bool = False
     bf16: bool = Field(False, description="bfloat16 autocast for the network")
 
@@ -234,7 +238,8 @@ class Trainer:
     """Trains ``net`` on ``train`` by DSM over the ladder ``sigmas`` (normalised units).
 
     net: a ScoreNet ``(x (B, *x_shape), y (B, *y_shape), sigma (B,)) -> (B, *x_shape)``.
-    train, val: datasets in physical units; both are normalised with ``train.normalization``.
+    train, val: datasets in physical units; both are normalised with ``train.normalization``
+        (its y statistics refitted per pixel under ``config.y_normalization = "pixel"``).
     noise_model: needed for ``config.redraw_noise`` (applied to ``train.y_clean`` each epoch).
     checkpoint_dir: where ``last.pt`` (every ``checkpoint_every`` steps) and ``final.pt`` go.
     net_spec: ``{"name", "params"}`` of the registered score_net, so checkpoints rebuild it.
@@ -277,7 +282,8 @@ class Trainer:
                 "redraw_noise = false"
             )
         self.train_data, self.val_data, self.noise_model = train, val, noise_model
-        self.normalization = train.normalization
+        self.normalization = (train.normalization if cfg.y_normalization == "channel"
+                              else train.normalization.with_y_per_pixel(train.y))
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.net_spec, self.experiment, self.progress = net_spec, experiment, progress
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
