@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--config", default=str(ROOT / "configs" / "oce-spheroid.toml"))
     ap.add_argument("--out", default=None, help="run folder (default: the config's output.dir)")
     ap.add_argument("--steps", type=int, default=None, help="override training.steps")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set training.y_normalization=pixel")
     ap.add_argument("--cases", type=int, default=8, help="held-out measurements (even)")
     ap.add_argument("--samples", type=int, default=None, help="posterior samples per case")
     ap.add_argument("--figures", default=None, help="folder for the PNGs (e.g. docs/results/oce)")
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def configure(args: argparse.Namespace) -> ExperimentConfig:
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.set)
     data = cfg.model_dump()
     if args.out:
         data["output"]["dir"] = args.out

@@ -39,7 +39,7 @@ def _stage(name: str):
         from invdiff import pipeline
         from invdiff.config import load_config
 
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, overrides=args.set)
         if getattr(args, "out", None):
             cfg.output.dir = args.out
         fn = getattr(pipeline, f"run_{name}")
@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("config", help="experiment config (TOML)")
         sp.add_argument("--out", help="override output.dir")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (TOML syntax), e.g. --set training.steps=600"
+                             " --set net.params.output=edm; repeatable")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         if name == "sample":
             sp.add_argument("--checkpoint", help="checkpoint to load (default: the run's)")

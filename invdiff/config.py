@@ -127,8 +127,36 @@ def parse_config(data: dict[str, Any], source: str = "config") -> ExperimentConf
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path, check: bool = True) -> ExperimentConfig:
-    """Read and validate a TOML experiment config (and its components, if ``check``)."""
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``dotted.key=VALUE`` items in nested config tables, in place (and return them).
+
+    VALUE is read as a TOML value (``training.steps=600``, ``net.params.output="edm"``,
+    ``ladder.sigma_L=0.02``, ``'data.sizes=[1, 2]'``); a bare word that is not valid TOML is
+    taken as a string (``net.params.output=edm``). Missing tables are created; validation is
+    left to the caller's model, so a misspelt key is reported there.
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.steps=600")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word: a string
+        *parents, last = key.split(".")
+        table = data
+        for part in parents:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a table")
+        table[last] = value
+    return data
+
+
+def load_config(path: str | Path, check: bool = True,
+                overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate a TOML experiment config (and its components, if ``check``), with
+    ``overrides`` (``KEY=VALUE`` items, :func:`apply_overrides`) applied before validation."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"no config file at {path}")
@@ -136,6 +164,7 @@ def load_config(path: str | Path, check: bool = True) -> ExperimentConfig:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    apply_overrides(data, overrides or [])
     cfg = parse_config(data, str(path))
     if check:
         check_components(cfg, str(path))

@@ -53,6 +53,23 @@ def test_config_error_is_a_message_not_a_traceback(tmp_path, capsys, fresh_regis
     assert "Traceback" not in err
 
 
+def test_set_overrides_reach_the_config(tmp_path, capsys, fresh_registry):
+    """``--set`` values are validated like the file's: a bad one is a message naming it."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "x"\n[problem.prior]\nname = "gaussian-field"\nparams = { n = 4 }\n'
+                   '[problem.forward_model]\nname = "blur"\nparams = { n = 4 }\n'
+                   '[problem.noise_model]\nname = "gaussian"\nparams = { std = 0.1 }\n'
+                   '[net]\nname = "unet"\n[data]\nn_train = 8\nn_val = 0\nn_test = 1\n')
+    out = tmp_path / "o"
+    assert main(["simulate", str(cfg), "--out", str(out), "-q", "--set", "data.n_train=5"]) == 0
+    capsys.readouterr()
+    from invdiff.data import load_dataset
+
+    assert len(load_dataset(out / "data" / "train.npz")) == 5
+    assert main(["simulate", str(cfg), "--set", "data.n_train=0"]) == 2
+    assert "data.n_train" in capsys.readouterr().err
+
+
 def test_missing_config_file(capsys):
     assert main(["train", "/nonexistent/cfg.toml"]) == 2
     assert "no config file" in capsys.readouterr().err

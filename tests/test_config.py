@@ -67,6 +67,24 @@ def test_component_names_and_params_are_checked(tmp_path, fresh_registry):
         load_config(write(tmp_path, bad_param))
 
 
+def test_overrides_set_values_before_validation(tmp_path, fresh_registry):
+    cfg = load_config(write(tmp_path, GOOD), overrides=[
+        "training.steps=600", "net.params.output=ncsn", 'training.y_normalization="pixel"',
+        "ladder.sigma_L=0.02", "net.params.channel_mult=[1, 2]"])
+    assert cfg.training.steps == 600 and cfg.training.y_normalization == "pixel"
+    assert cfg.net.params == {"output": "ncsn", "channel_mult": [1, 2]}  # a bare word: a string
+    assert cfg.ladder.sigma_L == 0.02
+    # validation sees the overridden values, and errors name the field
+    with pytest.raises(ConfigError, match="training.lr: Input should be greater than 0"):
+        load_config(write(tmp_path, GOOD), overrides=["training.lr=-1"])
+    with pytest.raises(ConfigError, match="training.stpes: unknown field"):
+        load_config(write(tmp_path, GOOD), overrides=["training.stpes=3"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(write(tmp_path, GOOD), overrides=["training.steps"])
+    with pytest.raises(ConfigError, match="name is not a table"):
+        load_config(write(tmp_path, GOOD), overrides=["name.x=1"])
+
+
 def test_missing_file_and_bad_toml(tmp_path):
     with pytest.raises(ConfigError, match="no config file"):
         load_config(tmp_path / "nope.toml")

@@ -20,6 +20,7 @@ from invdiff.config import (
     ComponentSpec,
     ExperimentConfig,
     Section,
+    apply_overrides,
     check_components,
     format_validation_error,
     parse_config,
@@ -139,27 +140,6 @@ class Preset(Section):
         spec = self.problems[problem]
         pairs = [(level, level) for level in spec.noise_levels]
         return pairs + [p for p in spec.misspecified if p not in pairs]
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set ``dotted.key=VALUE`` items in the preset's tables (VALUE is a TOML value, e.g.
-    ``base.training.steps=600`` or ``samplers.annealed-langevin.steps_per_level=3``)."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. base.training.steps=600")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text  # a bare word: a string
-        *parents, last = key.split(".")
-        table = data
-        for part in parents:
-            table = table.setdefault(part, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"--set {item!r}: {part} is not a table")
-        table[last] = value
-    return data
 
 
 def load_preset(name_or_path: str | Path, root: Path | None = None,
