@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from trained_run import load_trained_run  # the sibling module (benchmarks/ is on sys.path)
 
-from invdiff.checkpoint import load_model
 from invdiff.training import dsm_terms
 
 
@@ -36,16 +36,10 @@ def losses(run: Path, net: str | None = None, n: int = 256, k: int = 4, levels: 
            seed: int = 0) -> dict[str, list[float]]:
     """``{"sigma": [...], "seen 1": [...], ..., "seen k": [...], "unseen": [...]}``: mean DSM
     loss per level."""
-    ckpt = (run / net if net else run) / "checkpoints" / "final.pt"
-    for path in (run / "data" / "train.npz", ckpt):
-        if not path.exists():
-            raise SystemExit(f"{path} does not exist: RUN must be a trained run folder")
-    data = np.load(run / "data" / "train.npz")
-    x, y = (torch.from_numpy(data[k]).float() for k in ("x", "y"))
+    x, y, model = load_trained_run(run, net)
     if len(x) < (k + 1) * n:
         raise SystemExit(f"{len(x)} pairs: fewer than (k + 1) n = {(k + 1) * n}; pass a "
                          f"smaller --n or --k")
-    model = load_model(ckpt)
     norm = model.normalization
     idx = torch.linspace(0, len(model.sigmas) - 1, levels).round().long()
     sigmas = model.sigmas[idx].tolist()

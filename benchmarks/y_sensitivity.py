@@ -21,23 +21,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
-
-from invdiff.checkpoint import load_model
+from trained_run import load_trained_run  # the sibling module (benchmarks/ is on sys.path)
 
 SIGMAS = (1.0, 0.3, 0.1, 0.03)
 
 
 def y_sensitivity(run: Path, net: str, n: int = 64, sigmas=SIGMAS) -> list[float]:
     """r(sigma) for each sigma in ``sigmas`` (module docstring)."""
-    for path in (run / "data" / "train.npz", run / net / "checkpoints" / "final.pt"):
-        if not path.exists():
-            raise SystemExit(f"{path} does not exist: RUN must be a run folder with data/ and "
-                             f"a trained {net}/checkpoints/final.pt (train it first)")
-    data = np.load(run / "data" / "train.npz")
-    x, y = (torch.from_numpy(data[k][:n]).float() for k in ("x", "y"))
-    model = load_model(run / net / "checkpoints" / "final.pt")
+    x, y, model = load_trained_run(run, net)
+    x, y = x[:n], y[:n]
     xn, yn = model.normalization.normalize_x(x), model.normalization.normalize_y(y)
     g = torch.Generator().manual_seed(0)
     out = []
