@@ -57,12 +57,13 @@ class InstanceNormPlus(nn.Module):
 
     def coefficients(self, emb: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """``gamma, alpha, beta`` as ``(1 or B, C, 1, 1)`` tensors in the parameters' dtype."""
-        base = torch.stack([self.gamma, self.alpha, self.beta])[None]  # (1, 3, C)
-        if self.film is not None:
-            if emb is None:
-                raise ValueError("a noise-conditional InstanceNorm++ needs the noise embedding")
-            base = base + self.film(emb.to(base.dtype)).view(emb.shape[0], 3, -1)
-        return tuple(base[:, i, :, None, None] for i in range(3))
+        coeffs = tuple(p.view(1, -1, 1, 1) for p in (self.gamma, self.alpha, self.beta))
+        if self.film is None:
+            return coeffs
+        if emb is None:
+            raise ValueError("a noise-conditional InstanceNorm++ needs the noise embedding")
+        shift = self.film(emb.to(self.gamma.dtype)).view(emb.shape[0], 3, -1, 1, 1)
+        return tuple(c + shift[:, i] for i, c in enumerate(coeffs))
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         hf = h.to(torch.promote_types(h.dtype, torch.float32))
