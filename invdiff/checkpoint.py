@@ -9,7 +9,8 @@ A checkpoint is a ``torch.save`` of a dict of tensors and plain values only, so 
     optimizer       dict     optimizer state_dict (Adam moments, step counts)
     step            int      optimisation steps done
     normalization   dict     Normalization.state_dict(): x_mean, x_std, y_mean, y_std (C,);
-                             y's (C, H, W) under training.y_normalization = "pixel"
+                             y's (C, H, W) under training.y_normalization = "pixel";
+                             x_log (True) under training.x_transform = "log", else absent
     sigmas          Tensor   the noise ladder (L,), decreasing
     experiment      str      the validated experiment config as JSON ("null" when unknown)
     net_spec        str      {"name": ..., "params": ...} of the registered score_net, as JSON

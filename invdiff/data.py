@@ -21,18 +21,20 @@ from invdiff.io import atomic_write
 
 @dataclass
 class Normalization:
-    """Affine maps ``x_n = (x - x_mean) / x_std`` and likewise for y.
+    """Maps ``x_n = (t(x) - x_mean) / x_std`` and ``y_n = (y - y_mean) / y_std``.
 
-    Each statistic has shape ``(C,)`` (per channel: one mean and std over batch and pixels),
-    or, for y only, the item shape ``(C, H, W)`` (per pixel, :meth:`with_y_per_pixel`).
-    Networks train and sample in normalised units; results are mapped back with
-    :meth:`denormalize_x`.
+    ``t`` is the identity, or ``log`` when ``x_log`` is set (:meth:`with_x_log`; then the
+    x statistics are those of ``log x``). Each statistic has shape ``(C,)`` (per channel: one
+    mean and std over batch and pixels), or, for y only, the item shape ``(C, H, W)`` (per
+    pixel, :meth:`with_y_per_pixel`). Networks train and sample in normalised units; results
+    are mapped back with :meth:`denormalize_x`.
     """
 
     x_mean: torch.Tensor
     x_std: torch.Tensor
     y_mean: torch.Tensor
     y_std: torch.Tensor
+    x_log: bool = False
 
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> Normalization:
@@ -62,7 +64,31 @@ class Normalization:
         std = flat.std(0)
         floor_c = (floor * std_c).clamp_min(1e-12).reshape(-1, *([1] * (y.dim() - 2)))
         return Normalization(self.x_mean, self.x_std, flat.mean(0).float(),
-                             torch.maximum(std, floor_c).float())
+                             torch.maximum(std, floor_c).float(), self.x_log)
+
+    def with_x_log(self, x: torch.Tensor) -> Normalization:
+        """This normalisation with the net working on ``log x``: x statistics refitted per
+        channel on ``log x (N, C, ...)``; :meth:`denormalize_x` returns ``exp`` of the affine
+        map, so samples are positive.
+
+        Why: a positive field whose structure is multiplicative (a modulus image: inclusion
+        / background ratios on a background that varies between samples) has a scale that
+        varies with its level, so in linear units one noise level is coarse for the stiff
+        samples and fine for the soft ones; in log units the ratios are differences of one
+        scale. The posterior is that of the same x (a bijection; the sampler's Gaussian
+        noise is added to log x, which the prior's score accounts for).
+        """
+        x = x.double()
+        bad = int((~torch.isfinite(x)).sum())
+        if bad or float(x.min()) <= 0:
+            raise DataError(
+                f"x_transform = 'log' needs a positive, finite x; the training x has minimum "
+                f"{float(x.min()):.4g} and {bad} non-finite values. Use x_transform = "
+                f"'identity' for fields that can be zero or negative"
+            )
+        flat = x.log().transpose(0, 1).reshape(x.shape[1], -1)
+        return Normalization(flat.mean(1).float(), flat.std(1).clamp_min(1e-8).float(),
+                             self.y_mean, self.y_std, x_log=True)
 
     @classmethod
     def identity(cls, x_channels: int, y_channels: int) -> Normalization:
@@ -76,10 +102,12 @@ class Normalization:
             1, *s.shape, *([1] * (t.dim() - 1 - s.dim())))
 
     def normalize_x(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self._view(self.x_mean, x)) / self._view(self.x_std, x)
+        t = x.log() if self.x_log else x
+        return (t - self._view(self.x_mean, x)) / self._view(self.x_std, x)
 
     def denormalize_x(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self._view(self.x_std, x) + self._view(self.x_mean, x)
+        t = x * self._view(self.x_std, x) + self._view(self.x_mean, x)
+        return t.exp() if self.x_log else t
 
     def normalize_y(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self._view(self.y_mean, y)) / self._view(self.y_std, y)
@@ -88,13 +116,17 @@ class Normalization:
         return y * self._view(self.y_std, y) + self._view(self.y_mean, y)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k).clone() for k in ("x_mean", "x_std", "y_mean", "y_std")}
+        state = {k: getattr(self, k).clone() for k in ("x_mean", "x_std", "y_mean", "y_std")}
+        if self.x_log:  # only when set, so identity-transform states stay as they were
+            state["x_log"] = torch.tensor(True)
+        return state
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Normalization:
         try:
-            return cls(*(torch.as_tensor(state[k]).float()
-                         for k in ("x_mean", "x_std", "y_mean", "y_std")))
+            stats = (torch.as_tensor(state[k]).float()
+                     for k in ("x_mean", "x_std", "y_mean", "y_std"))
+            return cls(*stats, x_log=bool(state.get("x_log", False)))
         except KeyError as exc:
             raise DataError(f"normalisation statistics lack {exc.args[0]!r}") from None
 

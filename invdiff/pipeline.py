@@ -71,12 +71,15 @@ def run_simulate(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]
 
 
 def make_ladder(cfg: ExperimentConfig, train: Dataset) -> tuple[torch.Tensor, list[str]]:
-    """The noise ladder: config values where set, NCSNv2 heuristics for the rest."""
+    """The noise ladder: config values where set, NCSNv2 heuristics for the rest (on x in
+    the units the net trains in)."""
     from invdiff.sigmas import geometric, suggest
+    from invdiff.training import training_normalization
 
     lad = cfg.ladder
     steps = int(cfg.sampling.sampler.params.get("steps_per_level", 5))
-    sug = suggest(train, sigma_L=lad.sigma_L, steps_per_level=steps)
+    x_n = training_normalization(train, cfg.training_config()).normalize_x(train.x)
+    sug = suggest(x_n, sigma_L=lad.sigma_L, steps_per_level=steps)
     sigma_1 = lad.sigma_1 if lad.sigma_1 is not None else sug.sigma_1
     n_levels = lad.n_levels if lad.n_levels is not None else sug.n_levels
     reasoning = list(sug.reasoning)

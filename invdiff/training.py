@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from invdiff.checkpoint import load_checkpoint, load_state, save_checkpoint
 from invdiff.checks import check_finite, randn
-from invdiff.data import Dataset
+from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.interfaces import NoiseModel, ScoreFn
 from invdiff.model import ScoreModel
@@ -86,6 +86,10 @@ class TrainingConfig(BaseModel):
     y_normalization: Literal["channel", "pixel"] = Field(
         "channel", description="how the net's y is standardised: one mean/std per channel, or "
         "per pixel (removes a pattern all measurements share; Normalization.with_y_per_pixel)"
+    )
+    x_transform: Literal["identity", "log"] = Field(
+        "identity", description="the space the net learns x in: x itself, or log x for a "
+        "positive field with multiplicative structure (Normalization.with_x_log)"
     )
     channels_last: bool = False
     bf16: bool = Field(False, description="bfloat16 autocast for the network")
@@ -238,8 +242,8 @@ class Trainer:
     """Trains ``net`` on ``train`` by DSM over the ladder ``sigmas`` (normalised units).
 
     net: a ScoreNet ``(x (B, *x_shape), y (B, *y_shape), sigma (B,)) -> (B, *x_shape)``.
-    train, val: datasets in physical units; both are normalised with ``train.normalization``
-        (its y statistics refitted per pixel under ``config.y_normalization = "pixel"``).
+    train, val: datasets in physical units; both are normalised with
+        :func:`training_normalization` (``train.normalization``, refitted as the config says).
     noise_model: needed for ``config.redraw_noise`` (applied to ``train.y_clean`` each epoch).
     checkpoint_dir: where ``last.pt`` (every ``checkpoint_every`` steps) and ``final.pt`` go.
     net_spec: ``{"name", "params"}`` of the registered score_net, so checkpoints rebuild it.
@@ -282,8 +286,7 @@ class Trainer:
                 "redraw_noise = false"
             )
         self.train_data, self.val_data, self.noise_model = train, val, noise_model
-        self.normalization = (train.normalization if cfg.y_normalization == "channel"
-                              else train.normalization.with_y_per_pixel(train.y))
+        self.normalization = training_normalization(train, cfg)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.net_spec, self.experiment, self.progress = net_spec, experiment, progress
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
@@ -539,9 +542,9 @@ class Trainer:
         sig = ckpt["sigmas"].to(self.sigmas)
         if sig.shape != self.sigmas.shape or not torch.equal(sig, self.sigmas):
             problems.append("a different sigma ladder")
-        saved = ckpt["normalization"]
-        if any(not torch.equal(saved[k].cpu(), v.cpu())
-               for k, v in self.normalization.state_dict().items()):
+        saved, now = ckpt["normalization"], self.normalization.state_dict()
+        if set(saved) != set(now) or any(not torch.equal(saved[k].cpu(), v.cpu())
+                                         for k, v in now.items()):
             problems.append("a different data normalisation")
         if problems:
             raise CheckpointError(
@@ -552,6 +555,18 @@ class Trainer:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def training_normalization(train: Dataset, cfg: TrainingConfig) -> Normalization:
+    """The normalisation the net trains in: the dataset's per-channel one, with y refitted
+    per pixel under ``y_normalization = "pixel"`` and x's statistics refitted on ``log x``
+    under ``x_transform = "log"``."""
+    norm = train.normalization
+    if cfg.y_normalization == "pixel":
+        norm = norm.with_y_per_pixel(train.y)
+    if cfg.x_transform == "log":
+        norm = norm.with_x_log(train.x)
+    return norm
+
+
 def _seeded(seed: int, stream: int, epoch: int) -> torch.Generator:
     """A CPU generator for (seed, stream, epoch), well mixed by NumPy's SeedSequence."""
     state = np.random.SeedSequence([seed, stream, epoch]).generate_state(2, np.uint32)

@@ -100,3 +100,25 @@ def test_fresh_nets_are_seeded_from_the_config(cfg_path, fresh_registry):
     c, _ = pipeline.build_net(cfg, (1, 8, 8), (1, 8, 8))
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(),
                                                       strict=True))
+
+
+def test_ladder_is_suggested_in_the_units_the_net_trains_in(cfg_path):
+    """With ``x_transform = "log"`` the NCSNv2 sigma_1 (largest pairwise distance of the
+    normalised training x) is measured on standardised log x, not on standardised x."""
+    from invdiff.data import Dataset, Normalization
+    from invdiff.sigmas import max_pairwise_distance
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.exp(1.5 * torch.randn(64, 1, 4, 4, generator=g))  # heavy right tail
+    y = torch.randn(64, 1, 4, 4, generator=g)
+    train = Dataset(x, y, Normalization.fit(x, y))
+    cfg = load_config(cfg_path)
+    cfg_log = load_config(cfg_path, overrides=["training.x_transform=log"])
+    cfg.ladder.sigma_1 = cfg_log.ladder.sigma_1 = None  # let the heuristic choose
+    lin, _ = pipeline.make_ladder(cfg, train)
+    log, _ = pipeline.make_ladder(cfg_log, train)
+    std_log = (x.log() - x.log().mean()) / x.log().std()
+    assert float(lin[0]) == pytest.approx(max_pairwise_distance(train.normalization
+                                                                .normalize_x(x)))
+    assert float(log[0]) == pytest.approx(max_pairwise_distance(std_log), rel=1e-5)
+    assert float(log[0]) < 0.8 * float(lin[0])
