@@ -193,7 +193,10 @@ class ConditionalScoreNet(ScoreNet, abc.ABC):
           sigma^2)``: a net starts at the right answer for normalised data and learns the
           correction.
 
-        Either way the DSM loss ``sigma^2 ||s + z / sigma||^2`` is a well-scaled regression on F.
+        Either way the DSM loss ``sigma^2 ||s + z / sigma||^2`` is a regression on F: with unit
+        weight under "ncsn"; under "edm" ``||D - x||^2 / sigma^2 = ||F - target||^2 / (1 +
+        sigma^2)``, so the large levels count little unless the trainer's
+        ``loss_weighting = "edm"`` multiplies them back by ``1 + sigma^2``.
         """
         if output == "ncsn":
             return self.run_body(x, y, *cond) / sigma

@@ -9,9 +9,11 @@ x~ = x + sigma z the DSM target is grad_x~ log N(x~; x, sigma^2 I) = -z / sigma,
     l(x, y, sigma, z) = 1/2 || sigma s(x~, y, sigma) + z ||^2       (sum over all pixels)
     L(theta)          = E_{x, y, sigma, z} l                        (mean over the batch).
 
-Its minimiser is the noised posterior score grad log p_sigma(x~ | y), and for that score the
-expected loss is not zero: for a Gaussian posterior N(m, S) with eigenvalues lambda_i it is
-1/2 sum_i lambda_i / (lambda_i + sigma^2) (the tests check this).
+With ``loss_weighting = "edm"`` each term is multiplied by 1 + sigma^2 (:func:`loss_weight`),
+which keeps the large levels in the gradient. Either way, its minimiser is the noised
+posterior score grad log p_sigma(x~ | y), and for that score the expected loss is not zero:
+for a Gaussian posterior N(m, S) with eigenvalues lambda_i it is
+w(sigma)/2 sum_i lambda_i / (lambda_i + sigma^2) (the tests check this).
 
 :class:`Trainer` runs Adam with linear warm-up, gradient clipping and an EMA of the weights in
 the dataset's normalised units, validates at fixed sigmas with fixed noise, writes atomic
@@ -87,6 +89,11 @@ class TrainingConfig(BaseModel):
         "channel", description="how the net's y is standardised: one mean/std per channel, or "
         "per pixel (removes a pattern all measurements share; Normalization.with_y_per_pixel)"
     )
+    loss_weighting: Literal["sigma2", "edm"] = Field(
+        "sigma2", description="weight of each level's DSM term: 'sigma2' (NCSN; the denoiser "
+        "error counts 1/sigma^2) or 'edm' (times 1 + sigma^2: Karras et al.'s lambda, which "
+        "keeps the large levels, where y alone determines x, in the gradient)"
+    )
     x_transform: Literal["identity", "log"] = Field(
         "identity", description="the space the net learns x in: x itself, or log x for a "
         "positive field with multiplicative structure (Normalization.with_x_log)"
@@ -112,10 +119,33 @@ class TrainingConfig(BaseModel):
 
 
 # -- the loss ----------------------------------------------------------------------------------
+LossWeighting = Literal["sigma2", "edm"]
+
+
+def loss_weight(sigma: torch.Tensor, weighting: LossWeighting = "sigma2") -> torch.Tensor:
+    """The factor w(sigma) ``(B,)`` on each example's sigma^2-weighted DSM term.
+
+    With the denoiser D = x~ + sigma^2 s the term is 1/2 ||D - x||^2 / sigma^2: the NCSN
+    weighting ("sigma2", w = 1) counts an error in D at sigma = 60 3600 times less than at
+    sigma = 1, so the large levels, whose minimiser D = E[x | y] is the measurement's whole
+    contribution, barely enter the gradient. "edm" uses w = 1 + sigma^2 / sigma_data^2
+    (sigma_data = 1, the data being normalised), i.e. Karras et al. (2022)'s
+    lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on ||D - x||^2, which gives
+    every level's term the same order of magnitude.
+    """
+    if weighting == "sigma2":
+        return torch.ones_like(sigma)
+    if weighting == "edm":
+        return 1 + sigma.square()
+    raise ConfigError(f"unknown loss weighting {weighting!r}; use 'sigma2' or 'edm'")
+
+
 def dsm_terms(
-    score: ScoreFn, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor
+    score: ScoreFn, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor,
+    weighting: LossWeighting = "sigma2",
 ) -> torch.Tensor:
-    """Per-example DSM loss ``1/2 || sigma s(x + sigma z, y, sigma) + z ||^2``: ``(B,)``.
+    """Per-example DSM loss ``w(sigma)/2 || sigma s(x + sigma z, y, sigma) + z ||^2``: ``(B,)``
+    (w from :func:`loss_weight`; 1 by default).
 
     x, z: ``(B, *x_shape)``; y: ``(B, *y_shape)``; sigma: ``(B,)``. Summed over pixels in
     x's dtype, at least float32 (also under bf16 autocast).
@@ -123,7 +153,8 @@ def dsm_terms(
     s = sigma.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
     out = score(x + s * z, y, sigma)
     acc = torch.promote_types(x.dtype, torch.float32)  # bf16 outputs are summed in float32
-    return 0.5 * (s.to(acc) * out.to(acc) + z.to(acc)).flatten(1).square().sum(1)
+    terms = 0.5 * (s.to(acc) * out.to(acc) + z.to(acc)).flatten(1).square().sum(1)
+    return terms if weighting == "sigma2" else terms * loss_weight(sigma.to(acc), weighting)
 
 
 def _draw_dsm(
@@ -159,8 +190,10 @@ def dsm_loss(
     sigmas: torch.Tensor,
     generator: torch.Generator | None = None,
     log_normal: tuple[float, float] | None = None,
+    weighting: LossWeighting = "sigma2",
 ) -> torch.Tensor:
-    """The sigma^2-weighted DSM loss (scalar) of a batch, as in the module docstring.
+    """The DSM loss (scalar) of a batch, as in the module docstring (sigma^2-weighted, or
+    ``weighting = "edm"``, :func:`loss_weight`).
 
     x: ``(B, *x_shape)``, y: ``(B, *y_shape)`` (normalised units), sigmas: decreasing ``(L,)``.
     Levels and noise are drawn from ``generator`` (its device; the global RNG if None):
@@ -174,7 +207,7 @@ def dsm_loss(
         )
     sigmas = check_ladder(torch.as_tensor(sigmas, dtype=x.dtype))
     sigma, z = _draw_dsm(x, sigmas, generator, log_normal)
-    return dsm_terms(score_net, x, y, sigma, z).mean()
+    return dsm_terms(score_net, x, y, sigma, z, weighting).mean()
 
 
 def warmup_lr(step: int, lr: float, warmup_steps: int) -> float:
@@ -363,7 +396,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         sigma, z = _draw_dsm(x, self.sigmas, self.generator, self._log_normal)
         with self._autocast():
-            loss = dsm_terms(self.net, x, y, sigma, z).mean()
+            loss = dsm_terms(self.net, x, y, sigma, z, self.config.loss_weighting).mean()
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
@@ -390,8 +423,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, net: ScoreFn | None = None) -> float:
-        """Mean DSM loss of ``net`` (default: the trained net; any score callable works) on the
-        validation set at the fixed levels ``val_sigmas``, with the same noise at every call
+        """Mean DSM loss of ``net`` (default: the trained net; any score callable works; with the
+        configured ``loss_weighting``) on the validation set at the fixed levels
+        ``val_sigmas``, with the same noise at every call
         (so values are comparable across steps); nan when there is no validation set."""
         if self._val_levels is None:
             return math.nan
@@ -408,7 +442,8 @@ class Trainer:
                 z = randn(x.shape, g, x)
                 sigma = torch.full((x.shape[0],), level, device=self.device, dtype=x.dtype)
                 with self._autocast():
-                    total += float(dsm_terms(net, x, y, sigma, z).sum())
+                    total += float(dsm_terms(net, x, y, sigma, z,
+                                             self.config.loss_weighting).sum())
                 count += x.shape[0]
         if isinstance(net, torch.nn.Module):
             net.train(was_training)

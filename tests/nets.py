@@ -27,10 +27,13 @@ class TinyParams(Params):
     y_shape: tuple[int, ...] = (1, 2, 2)
     hidden: int = Field(64, ge=1)
     seed: int = 0
+    output: str = "ncsn"
 
 
 class TinyScoreNet(ScoreNet):
-    """``s(x, y, sigma) = MLP([x, y, log sigma]) / sigma`` on flattened inputs.
+    """``s(x, y, sigma) = MLP([x, y, log sigma]) / sigma`` on flattened inputs, or with
+    ``output = "edm"`` the EDM form ``s = (F(x / r, y, log sigma) / sigma - x / r) / r``,
+    ``r = sqrt(1 + sigma^2)`` (the U-Net's default; ``invdiff.scorenet``).
 
     x: ``(B, *x_shape)``, y: ``(B, *y_shape)``, sigma: ``(B,)``; returns ``(B, *x_shape)``.
     ``seed`` fixes the initial weights (drawn from a private generator, not the global RNG).
@@ -42,9 +45,10 @@ class TinyScoreNet(ScoreNet):
         y_shape: tuple[int, ...] = (1, 2, 2),
         hidden: int = 64,
         seed: int = 0,
+        output: str = "ncsn",
     ) -> None:
         super().__init__()
-        self.x_shape, self.y_shape = tuple(x_shape), tuple(y_shape)
+        self.x_shape, self.y_shape, self.output = tuple(x_shape), tuple(y_shape), output
         dx, dy = math.prod(self.x_shape), math.prod(self.y_shape)
         self.mlp = torch.nn.Sequential(
             torch.nn.Linear(dx + dy + 1, hidden),
@@ -62,7 +66,11 @@ class TinyScoreNet(ScoreNet):
     def forward(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         sigma = sigma.reshape(b, 1).to(x.dtype)
-        h = torch.cat([x.reshape(b, -1), y.reshape(b, -1).to(x.dtype), sigma.log()], dim=1)
+        root = torch.sqrt(1 + sigma.square()) if self.output == "edm" else torch.ones_like(sigma)
+        flat = x.reshape(b, -1) / root
+        h = torch.cat([flat, y.reshape(b, -1).to(x.dtype), sigma.log()], dim=1)
+        if self.output == "edm":
+            return ((self.mlp(h) / sigma - flat) / root).reshape(x.shape)
         return (self.mlp(h) / sigma).reshape(x.shape)
 
 
