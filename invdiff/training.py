@@ -43,13 +43,16 @@ from invdiff.interfaces import NoiseModel, ScoreFn
 from invdiff.model import ScoreModel
 from invdiff.sigmas import check_ladder
 
-__all__ = ["TrainingConfig", "Trainer", "EMA", "dsm_loss", "dsm_terms", "warmup_lr"]
+__all__ = ["TrainingConfig", "Trainer", "EMA", "dsm_loss", "dsm_terms", "loss_weight",
+           "training_normalization", "warmup_lr"]
 
 #: Streams of the seed: each epoch's shuffle and noise redraw get their own generator seeded
 #: from (seed, stream, epoch), so they need no saved state; validation noise is fixed.
 _SHUFFLE, _REDRAW, _VALIDATION = 1, 2, 3
 #: Config fields that may change when resuming: they do not alter the weight trajectory.
 RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device"})
+#: How each level's DSM term is weighted (:func:`loss_weight`).
+LossWeighting = Literal["sigma2", "edm"]
 
 
 class TrainingConfig(BaseModel):
@@ -89,7 +92,7 @@ class TrainingConfig(BaseModel):
         "channel", description="how the net's y is standardised: one mean/std per channel, or "
         "per pixel (removes a pattern all measurements share; Normalization.with_y_per_pixel)"
     )
-    loss_weighting: Literal["sigma2", "edm"] = Field(
+    loss_weighting: LossWeighting = Field(
         "sigma2", description="weight of each level's DSM term: 'sigma2' (NCSN; the denoiser "
         "error counts 1/sigma^2) or 'edm' (times 1 + sigma^2: Karras et al.'s lambda, which "
         "keeps the large levels, where y alone determines x, in the gradient)"
@@ -119,9 +122,6 @@ class TrainingConfig(BaseModel):
 
 
 # -- the loss ----------------------------------------------------------------------------------
-LossWeighting = Literal["sigma2", "edm"]
-
-
 def loss_weight(sigma: torch.Tensor, weighting: LossWeighting = "sigma2") -> torch.Tensor:
     """The factor w(sigma) ``(B,)`` on each example's sigma^2-weighted DSM term.
 
