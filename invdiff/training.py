@@ -154,7 +154,7 @@ def dsm_terms(
     out = score(x + s * z, y, sigma)
     acc = torch.promote_types(x.dtype, torch.float32)  # bf16 outputs are summed in float32
     terms = 0.5 * (s.to(acc) * out.to(acc) + z.to(acc)).flatten(1).square().sum(1)
-    return terms if weighting == "sigma2" else terms * loss_weight(sigma.to(acc), weighting)
+    return terms * loss_weight(sigma.to(acc), weighting)
 
 
 def _draw_dsm(
