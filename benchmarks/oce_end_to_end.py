@@ -105,6 +105,16 @@ def held_out(cfg: ExperimentConfig, n_cases: int) -> dict[str, torch.Tensor]:
             "wraps": wraps[pick], "mask": prior.inclusion_mask(params) >= 0.5}
 
 
+def compliant_layer(cfg: ExperimentConfig) -> tuple[float, float]:
+    """``(modulus, thickness)`` of the config's compliant layer, as its prior has them (the
+    prior's own defaults where the config sets none)."""
+    from invdiff.plugins import create
+
+    p = cfg.problem.prior
+    prior = create("prior", p.name, **p.params)
+    return prior.layer_modulus, prior.layer_thickness
+
+
 def pick_weights(choice: str, history_path: Path) -> bool:
     """True for the EMA weights. ``auto`` compares the last validation losses of the raw and
     the EMA weights (same fixed validation noise) and takes the lower."""
@@ -289,9 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
     train = run_train(cfg, progress=False)
     timings["train_s"] = time.perf_counter() - t0
 
-    prior_params = cfg.problem.prior.params
-    thickness = prior_params.get("layer_thickness", 0.125)
-    layer_mod = prior_params.get("layer_modulus", 1.0)
+    layer_mod, thickness = compliant_layer(cfg)
     case = held_out(cfg, args.cases)
     rows = layer_rows(case["x"].shape[-1], thickness)
     use_ema = pick_weights(args.weights, output_paths(cfg)["history"])

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     ref = e2e.mcmc_references(cfg, case, index, ref_info["mcmc_steps"], ref_info["walkers"],
                               e2e.ROOT / "runs" / "oce-references")
     model = load_model(output_paths(cfg)["final"], ema=result["weights"] == "ema")
-    rows = layer_rows(case["x"].shape[-1], cfg.problem.prior.params.get("layer_thickness", 0.125))
+    rows = layer_rows(case["x"].shape[-1], e2e.compliant_layer(cfg)[1])
     body = (Ellipsis, slice(rows, None), slice(None))
     d = one_shot_mean(model, case["x"][index], case["y"][index], args.draws,
                       torch.Generator().manual_seed(0))

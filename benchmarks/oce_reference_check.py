@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     case = e2e.held_out(cfg, args.cases)
     prior, fwd, noise = build_problem(cfg)
     table = PhaseErrorTable(noise, case["y"].shape[-2])
-    body = np.s_[layer_rows(case["x"].shape[-1], 0.125):, :]
+    body = np.s_[layer_rows(case["x"].shape[-1], prior.layer_thickness):, :]
     for m in (int(a) for a in argv):
         first = np.load(e2e.reference_path(cfg, case, m, args.mcmc_steps, args.walkers,
                                            Path(args.reference_cache)))

@@ -66,12 +66,14 @@ class TinyScoreNet(ScoreNet):
     def forward(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         sigma = sigma.reshape(b, 1).to(x.dtype)
-        root = torch.sqrt(1 + sigma.square()) if self.output == "edm" else torch.ones_like(sigma)
-        flat = x.reshape(b, -1) / root
-        h = torch.cat([flat, y.reshape(b, -1).to(x.dtype), sigma.log()], dim=1)
+        flat = x.reshape(b, -1)
         if self.output == "edm":
-            return ((self.mlp(h) / sigma - flat) / root).reshape(x.shape)
-        return (self.mlp(h) / sigma).reshape(x.shape)
+            root = torch.sqrt(1 + sigma.square())
+            flat = flat / root
+        out = self.mlp(torch.cat([flat, y.reshape(b, -1).to(x.dtype), sigma.log()], dim=1)) / sigma
+        if self.output == "edm":
+            out = (out - flat) / root
+        return out.reshape(x.shape)
 
 
 @hookimpl
