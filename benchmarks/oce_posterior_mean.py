@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     cfg = e2e.configure(e2e.parse_args(["--config", args.config, "--out", args.run]
                                        + [a for s in args.set for a in ("--set", s)]))
-    result = json.loads((Path(args.run) / "oce_end_to_end.json").read_text())
+    result_path = Path(args.run) / "oce_end_to_end.json"
+    if not result_path.exists():
+        raise SystemExit(f"{result_path} does not exist: RUN must be a finished "
+                         f"oce_end_to_end.py run folder (run that script first)")
+    result = json.loads(result_path.read_text())
     # a run without --reference (e.g. a net trained at the top levels only) uses the default
     # reference cases and chains
     ref_info = result.get("reference", {"cases": e2e.reference_order(len(result["wraps"]))[:4],
