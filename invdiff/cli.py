@@ -44,8 +44,12 @@ def _stage(name: str):
             cfg.output.dir = args.out
         fn = getattr(pipeline, f"run_{name}")
         kwargs = {"progress": not args.quiet}
-        if name == "sample" and args.checkpoint:
-            kwargs["checkpoint"] = args.checkpoint
+        if name == "sample":
+            kwargs["source"] = args.config  # hints repeat the user's own paths
+            if args.checkpoint:
+                kwargs["checkpoint"] = args.checkpoint
+        if name == "run":
+            kwargs["say"] = _say
         result = fn(cfg, **kwargs)
         if isinstance(result, dict):
             print(json.dumps(result, indent=2, default=str))
@@ -54,12 +58,35 @@ def _stage(name: str):
     return run
 
 
+def _say(message: str) -> None:
+    """A line for the person at the terminal (stderr: stdout carries the JSON result)."""
+    print(f"invdiff: {message}", file=sys.stderr)
+
+
+SMOKE_NOTE = ("--quick is a smoke test: it checks that every stage runs on this machine. Its "
+              "model is barely trained, so the numbers above mean nothing; run `invdiff demo` "
+              "without --quick for a real posterior.")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from invdiff import pipeline
+    from invdiff.report import calibration_verdict
 
-    metrics = pipeline.run_demo(out=args.out, quick=args.quick, progress=not args.quiet,
-                                problem=args.problem)
-    print(json.dumps(metrics, indent=2, default=str))
+    cfg = pipeline.demo_config(args.problem, args.quick, args.out)
+    metrics = pipeline.run_run(cfg, progress=not args.quiet, say=_say)
+    shown = {k: v for k, v in metrics.items()
+             if k not in ("descriptions", "units", "fields", "sampling_config")}
+    print(json.dumps(shown, indent=2, default=str))
+    paths = pipeline.output_paths(cfg)
+    _say(f"metrics (with units and a description of each): {paths['metrics']}")
+    if cfg.output.figures:
+        _say(f"figures (posterior_*.png per held-out measurement, loss.png): "
+             f"{paths['figures']}/")
+    if args.quick:
+        _say(SMOKE_NOTE)
+    else:
+        _say(calibration_verdict(metrics) or "calibration: the 50% and 90% credible "
+             "intervals cover about their share of the true values")
     return 0
 
 
@@ -84,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_ in stages.items():
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("config", help="experiment config (TOML)")
-        sp.add_argument("--out", help="override output.dir")
+        sp.add_argument("--out", help="override output.dir (default: runs/<config name>)")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (TOML syntax), e.g. --set training.steps=600"
                              " --set net.params.output=edm; repeatable")
@@ -94,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=_stage(name))
 
     sp = sub.add_parser("demo", help=DEMO_HELP)
-    sp.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    sp.add_argument("--quick", action="store_true", help="a much shorter run (smoke test)")
+    sp.add_argument("--out", help="output folder (default: runs/demo, runs/demo-reference; "
+                                  "with --quick runs/demo-quick, runs/demo-reference-quick)")
+    sp.add_argument("--quick", action="store_true",
+                    help="a smoke test in seconds: checks every stage runs; its numbers mean "
+                         "nothing")
     sp.add_argument("--problem", choices=("elasticity", "reference"), default="elasticity",
                     help="elastography of an inclusion (default) or the exact reference problem")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

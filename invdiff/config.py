@@ -18,14 +18,22 @@ with any installed plugin::
     [sampling.sampler]
     name = "predictor-corrector"
 
-Errors point at the field (``training.lr: Input should be greater than 0``), and
+Errors point at the field (``training.lr: Input should be greater than 0``; a misspelt name
+gets a suggestion: ``training.stepz: unknown field (did you mean 'steps'?)``), and
 :func:`check_components` checks component names and parameters against the registry before any
 work starts.
+
+A config may build on another with a top-level ``extends = "other.toml"`` (a path relative to
+the file): the other file is read first and this file's tables are merged into it, table by
+table (:func:`deep_update`). The shipped ``invdiff/configs/demo-*-quick.toml`` are written so.
+Unless ``output.dir`` is set, a run writes to ``runs/<config file name without .toml>``.
 """
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +93,8 @@ class SamplingConfig(Section):
 
 
 class OutputConfig(Section):
-    dir: str = Field("runs/experiment", description="folder for data, checkpoints, figures")
+    dir: str | None = Field(None, description="folder for data, checkpoints, figures "
+                            "(default: runs/<config file name>, or runs/<name>)")
     figures: bool = True
 
 
@@ -106,15 +115,40 @@ class ExperimentConfig(Section):
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.output.dir)
+        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
 
 
-def format_validation_error(exc: ValidationError, source: str = "config") -> str:
-    """One line per problem: ``source: section.field: message``."""
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to a misspelt ``word``, or ``""``
+    when none is close (difflib's ratio >= 0.6)."""
+    close = difflib.get_close_matches(word, sorted(choices), n=2, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the section that ``loc`` (a pydantic error location) lies in."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        sub = getattr(field, "annotation", None)
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def format_validation_error(exc: ValidationError, source: str = "config",
+                            model: type[BaseModel] | None = None) -> str:
+    """One line per problem: ``source: section.field: message``; an unknown field of
+    ``model`` gets the closest known names."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            known = _fields_at(model, err["loc"]) if model is not None else []
+            msg = "unknown field" + did_you_mean(str(err["loc"][-1]), known)
         lines.append(f"{source}: {loc}: {msg}")
     return "\n".join(lines)
 
@@ -124,7 +158,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> ExperimentConf
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, ExperimentConfig)) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -153,18 +187,51 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(path: str | Path, check: bool = True,
-                overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read and validate a TOML experiment config (and its components, if ``check``), with
-    ``overrides`` (``KEY=VALUE`` items, :func:`apply_overrides`) applied before validation."""
+def deep_update(base: dict[str, Any], over: dict[str, Any]) -> None:
+    """Merge ``over`` into ``base`` in place, table by table (nested dicts merge, values
+    replace)."""
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def read_config_data(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The TOML tables of a config file, with ``extends`` resolved (not yet validated)."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"no config file at {path}")
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"{path}: `extends` loops back on itself ({chain}); remove one")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a file name, e.g. extends = \"base.toml\"")
+    merged = read_config_data(path.parent / base, (*_seen, path.resolve()))
+    deep_update(merged, data)
+    return merged
+
+
+def load_config(path: str | Path, check: bool = True,
+                overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate a TOML experiment config (and its components, if ``check``), with
+    ``overrides`` (``KEY=VALUE`` items, :func:`apply_overrides`) applied before validation.
+
+    An unset ``output.dir`` becomes ``runs/<file name without .toml>``.
+    """
+    path = Path(path)
+    data = read_config_data(path)
     apply_overrides(data, overrides or [])
+    output = data.setdefault("output", {})
+    if isinstance(output, dict):
+        output.setdefault("dir", f"runs/{path.stem}")
     cfg = parse_config(data, str(path))
     if check:
         check_components(cfg, str(path))
@@ -194,10 +261,18 @@ def check_components(cfg: ExperimentConfig, source: str = "config") -> None:
     for field_path, (kind, spec) in component_specs(cfg).items():
         try:
             comp = reg.get(kind, spec.name)
-            params = dict(spec.params)
-            if kind == "score_net":
-                params.setdefault("x_shape", (1, 4, 4))
-                params.setdefault("y_shape", (1, 4, 4))
+        except UnknownComponentError as exc:
+            hint = did_you_mean(spec.name, reg.available(kind))
+            raise ConfigError(f"{source}: {field_path}: {exc}{hint}") from None
+        params = dict(spec.params)
+        if kind == "score_net":
+            params.setdefault("x_shape", (1, 4, 4))
+            params.setdefault("y_shape", (1, 4, 4))
+        try:
             validate_params(comp, params)
-        except (UnknownComponentError, ConfigError) as exc:
-            raise ConfigError(f"{source}: {field_path}: {exc}") from None
+        except ConfigError as exc:
+            known = list(comp.params.model_fields) if comp.params is not None else []
+            hints = [f"{k}{did_you_mean(k, known)}" for k in params
+                     if k not in known and did_you_mean(k, known)]
+            hint = "\n  " + "; ".join(hints) if hints else ""
+            raise ConfigError(f"{source}: {field_path}: {exc}{hint}") from None

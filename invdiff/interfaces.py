@@ -10,8 +10,12 @@ Shapes are channels-first: one x is ``(C, H, W)``, a batch ``(B, C, H, W)``; lik
 * ``Sampler``        draws from p(x | y) given any score callable and a decreasing ladder
 
 Concrete components live in plugins; these base classes only fix the contract (and the
-contract kit :mod:`invdiff.testing` checks it). Subclassing is optional: anything with the same
-methods works (duck typing), which keeps third-party code free of import-time coupling.
+contract kit :mod:`invdiff.testing` checks it). A prior or forward model may also say what its
+field is physically with two optional string attributes, ``label`` (e.g. "shear modulus mu")
+and ``units`` (e.g. "relative to the background"); figures and ``metrics.json`` show them
+(:func:`invdiff.report.field_labels`) and fall back to "x" / "measurement y" without them.
+Subclassing is optional: anything with the same methods works (duck typing), which keeps
+third-party code free of import-time coupling.
 """
 
 from __future__ import annotations

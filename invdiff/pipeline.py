@@ -15,15 +15,19 @@ writes into ``output.dir`` and picks up what an earlier (or interrupted) run lef
 
 from __future__ import annotations
 
+import hashlib
 import json
-import tomllib
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from invdiff.config import ExperimentConfig, parse_config
+from invdiff.config import ExperimentConfig, parse_config, read_config_data
+
+# deep_update is re-exported here: scripts merge config tables with `pipeline.deep_update`
+from invdiff.config import deep_update as deep_update
 from invdiff.data import Dataset, load_dataset
 from invdiff.errors import CheckpointError, ConfigError
 from invdiff.io import atomic_write_text
@@ -132,22 +136,27 @@ def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.output.figures and trainer.history:
         from invdiff.figures import loss_figure
 
-        loss_figure(paths["figures"] / "loss.png", trainer.history)
+        loss_figure(paths["figures"] / "loss.png", trainer.history, title=cfg.name)
     return {k: v for k, v in summary.items() if k != "history"}
 
 
 def run_sample(
-    cfg: ExperimentConfig, checkpoint: str | Path | None = None, progress: bool = True
+    cfg: ExperimentConfig, checkpoint: str | Path | None = None, progress: bool = True,
+    source: str = "CONFIG",
 ) -> dict[str, Any]:
-    """Sample the posterior of each held-out measurement; write metrics and figures."""
+    """Sample the posterior of each held-out measurement; write metrics and figures.
+
+    ``source`` names the config in hints (the CLI passes the path the user typed)."""
     from invdiff.checkpoint import load_model
     from invdiff.metrics import posterior_metrics, reference_moments
     from invdiff.posterior import sample_posterior
+    from invdiff.report import describe_metrics, field_labels
 
     paths = output_paths(cfg)
     ckpt = Path(checkpoint) if checkpoint else paths["final"]
     if not ckpt.exists():
-        raise CheckpointError(f"no trained model at {ckpt}; run `invdiff train CONFIG` first")
+        raise CheckpointError(f"no trained model at {ckpt}; run `invdiff train {source} "
+                              f"--out {cfg.out_dir}` first")
     device = cfg.training_config().device
     model = load_model(ckpt, device=device)
     _, test = _datasets(cfg, progress)
@@ -165,7 +174,10 @@ def run_sample(
     metrics.update({"sampler": s.sampler.name, "n_samples": s.n_samples,
                     "n_measurements": len(test), "nfe": post.nfe,
                     "seconds": post.seconds, "reference": ref[2] if ref else None,
-                    "checkpoint": str(ckpt)})
+                    "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt),
+                    "sampling_config": s.model_dump(mode="json")})
+    prior, fwd, _ = build_problem(cfg)
+    metrics.update(describe_metrics(metrics, field_labels(prior, fwd)))
     atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2))
     if cfg.output.figures:
         from invdiff.figures import posterior_figure
@@ -176,7 +188,7 @@ def run_sample(
                 None if ref_mean is None else ref_mean[m],
                 None if ref_std is None else ref_std[m],
                 title=f"{cfg.name}: held-out measurement {m} ({s.sampler.name}, "
-                      f"{post.nfe} score evaluations)")
+                      f"{post.nfe} score evaluations)", labels=field_labels(prior, fwd))
     return metrics
 
 
@@ -190,42 +202,113 @@ def _with_progress(kind: str, name: str, params: dict[str, Any], progress: bool)
     return params
 
 
-def run_run(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
-    """All stages: simulate, train, sample."""
-    run_simulate(cfg, progress)
-    run_train(cfg, progress)
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (what ties ``metrics.json`` to the checkpoint it sampled)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _trained(cfg: ExperimentConfig) -> bool:
+    """Whether ``final.pt`` finished this config's training (same experiment up to the
+    output folder, name and sampling settings, all ``training.steps`` done)."""
+    from invdiff.checkpoint import load_checkpoint
+
+    paths = output_paths(cfg)
+    if not (paths["final"].is_file() and paths["history"].is_file()):
+        return False
+    try:
+        ckpt = load_checkpoint(paths["final"])
+    except CheckpointError:
+        return False  # unreadable: train again (resuming from last.pt where possible)
+    ignore = ("output", "name", "sampling")
+    old = {k: v for k, v in (ckpt["experiment"] or {}).items() if k not in ignore}
+    new = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ignore}
+    return int(ckpt["step"]) == cfg.training.steps and old == new
+
+
+def _sampled(cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The metrics of an earlier ``run_sample`` of this very checkpoint with these sampling
+    settings (figures included, when asked for), or None."""
+    paths = output_paths(cfg)
+    if not (paths["metrics"].is_file() and paths["posterior"].is_file()):
+        return None
+    if cfg.output.figures and not (paths["figures"] / "posterior_0.png").is_file():
+        return None
+    try:
+        metrics = json.loads(paths["metrics"].read_text())
+    except (OSError, ValueError):
+        return None
+    same = (metrics.get("checkpoint") == str(paths["final"])
+            and metrics.get("sampling_config") == cfg.sampling.model_dump(mode="json")
+            and metrics.get("checkpoint_sha256") == file_sha256(paths["final"]))
+    return metrics if same else None
+
+
+def run_run(cfg: ExperimentConfig, progress: bool = True,
+            say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """All stages: simulate, train, sample. A stage whose outputs are complete and match the
+    config is reused, not redone (``say`` reports which, one line each)."""
+    say = say or (lambda message: None)
+    paths = output_paths(cfg)
+    had_data = paths["train"].is_file() and paths["test"].is_file()
+    run_simulate(cfg, progress)  # an existing dataset is checked against the config and kept
+    if had_data:
+        say(f"reused the simulated data in {paths['train'].parent} (same settings)")
+    if _trained(cfg):
+        say(f"reused the trained model {paths['final']} ({cfg.training.steps} steps done)")
+    else:
+        run_train(cfg, progress)
+    metrics = _sampled(cfg)
+    if metrics is not None:
+        say(f"reused the posterior samples and {paths['metrics']} (same model and sampler "
+            f"settings); delete {paths['metrics']} to sample again")
+        return metrics
     return run_sample(cfg, progress=progress)
 
 
+def embedded_config_path(name: str = "demo-elasticity") -> Path:
+    """The path of a config shipped with invdiff (``invdiff/configs/NAME.toml``)."""
+    return Path(str(resources.files("invdiff").joinpath("configs", f"{name}.toml")))
+
+
 def embedded_config(name: str = "demo-elasticity") -> dict[str, Any]:
-    """An experiment config shipped with invdiff (``invdiff/configs/NAME.toml``)."""
-    text = resources.files("invdiff").joinpath("configs", f"{name}.toml").read_text()
-    return tomllib.loads(text)
-
-
-def deep_update(base: dict[str, Any], over: dict[str, Any]) -> None:
-    """Merge ``over`` into ``base`` in place, table by table (nested dicts merge, values
-    replace)."""
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
+    """The tables of a config shipped with invdiff, ``extends`` resolved (not validated)."""
+    return read_config_data(embedded_config_path(name))
 
 
 DEMOS = ("elasticity", "reference")
 
 
-def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True,
-             problem: str = "elasticity") -> dict[str, Any]:
-    """The README demo: an embedded config (``invdiff/configs/demo-PROBLEM.toml``) end to end.
-    ``quick`` shortens every stage (a smoke test of the pipeline, not a meaningful posterior)."""
+def demo_name(problem: str = "elasticity", quick: bool = False) -> str:
+    """The embedded config of a demo: ``demo-PROBLEM`` or ``demo-PROBLEM-quick``."""
     if problem not in DEMOS:
         raise ConfigError(f"unknown demo {problem!r}; choose one of {', '.join(DEMOS)}")
-    data = embedded_config(f"demo-{problem}")
-    data.setdefault("output", {})["dir"] = str(out)
-    overrides = data.pop("quick", {})
-    if quick:
-        deep_update(data, overrides)
-    cfg = parse_config(data, f"invdiff/configs/demo-{problem}.toml")
-    return run_run(cfg, progress)
+    return f"demo-{problem}" + ("-quick" if quick else "")
+
+
+def demo_out_dir(problem: str = "elasticity", quick: bool = False) -> Path:
+    """Each demo's own default folder, so that no two clash: ``runs/demo`` (elasticity),
+    ``runs/demo-reference``, and ``-quick`` after either for the smoke runs."""
+    stem = "demo" if problem == "elasticity" else f"demo-{problem}"
+    return Path("runs") / (stem + ("-quick" if quick else ""))
+
+
+def demo_config(problem: str = "elasticity", quick: bool = False,
+                out: str | Path | None = None) -> ExperimentConfig:
+    """The validated config of a demo, writing to ``out`` (default :func:`demo_out_dir`)."""
+    name = demo_name(problem, quick)
+    data = embedded_config(name)
+    data.setdefault("output", {})["dir"] = str(out or demo_out_dir(problem, quick))
+    return parse_config(data, f"invdiff/configs/{name}.toml")
+
+
+def run_demo(out: str | Path | None = None, quick: bool = False, progress: bool = True,
+             problem: str = "elasticity",
+             say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The README demo: an embedded config (``invdiff/configs/demo-PROBLEM.toml``) end to end.
+    ``quick`` runs ``demo-PROBLEM-quick.toml`` instead (a smoke test of the pipeline, not a
+    meaningful posterior). Finished stages are reused (:func:`run_run`)."""
+    return run_run(demo_config(problem, quick, out), progress, say)

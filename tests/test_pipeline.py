@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from invdiff import pipeline
 from invdiff.cli import main
 from invdiff.config import load_config
-from invdiff.errors import CheckpointError
+from invdiff.errors import CheckpointError, ConfigError
 
 TINY = """
 name = "tiny"
@@ -122,3 +123,62 @@ def test_ladder_is_suggested_in_the_units_the_net_trains_in(cfg_path):
                                                                 .normalize_x(x)))
     assert float(log[0]) == pytest.approx(max_pairwise_distance(std_log), rel=1e-5)
     assert float(log[0]) < 0.8 * float(lin[0])
+
+
+def test_a_second_run_reuses_every_finished_stage(cfg_path, tmp_path, fresh_registry):
+    """`invdiff run` (and the demo) twice: the second run redoes nothing and says so; a changed
+    sampler setting redoes only the sampling, more training steps only the training and after.
+    The metrics.json written on the way describes itself."""
+    cfg = load_config(cfg_path)
+    cfg.output.figures = False  # figures are checked elsewhere; here they would only cost time
+    said: list[str] = []
+    first = pipeline.run_run(cfg, progress=False, say=said.append)
+    assert said == []  # nothing to reuse on a fresh folder
+    out = tmp_path / "run"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == first
+    numeric = [k for k, v in saved.items() if isinstance(v, float)]
+    assert set(numeric) <= set(saved["descriptions"])  # every number is explained
+    assert saved["units"]["rmse_truth"] == "no physical unit"  # from the reference prior
+    assert saved["units"]["coverage_90"] == "fraction of pixels"
+    assert saved["reference"] == "exact" and "closed-form" in saved["reference_description"]
+    assert saved["fields"]["y"].startswith("y = blurred x, unobserved pixels read 0")
+
+    files = {f: (out / f).read_bytes() for f in ("checkpoints/final.pt", "metrics.json",
+                                                 "posterior.npz", "data/train.npz")}
+    again = pipeline.run_run(cfg, progress=False, say=said.append)
+    assert again == first
+    assert [m.split()[2] for m in said] == ["simulated", "trained", "posterior"]
+    assert all((out / f).read_bytes() == b for f, b in files.items())  # nothing rewritten
+
+    said.clear()
+    cfg.sampling.n_samples = 6  # another sampler setting: sample again, keep the model
+    resampled = pipeline.run_run(cfg, progress=False, say=said.append)
+    assert [m.split()[2] for m in said] == ["simulated", "trained"]
+    assert resampled["n_samples"] == 6
+    assert (out / "checkpoints/final.pt").read_bytes() == files["checkpoints/final.pt"]
+
+    said.clear()
+    cfg.training.steps = 7  # one more step: training continues from last.pt, then sampling
+    more = pipeline.run_run(cfg, progress=False, say=said.append)
+    assert [m.split()[2] for m in said] == ["simulated"]
+    assert more["checkpoint_sha256"] != resampled["checkpoint_sha256"]
+    assert more["checkpoint_sha256"] == pipeline.file_sha256(out / "checkpoints/final.pt")
+
+
+def test_sample_hint_repeats_the_users_paths(cfg_path, tmp_path, capsys, fresh_registry):
+    out = tmp_path / "elsewhere"
+    assert main(["sample", str(cfg_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"run `invdiff train {cfg_path} --out {out}` first" in err
+
+
+def test_demos_have_folders_of_their_own(fresh_registry):
+    dirs = {(p, q): pipeline.demo_config(p, q).out_dir
+            for p in pipeline.DEMOS for q in (False, True)}
+    assert dirs[("elasticity", False)] == Path("runs/demo")  # what `make demo` writes
+    assert len(set(dirs.values())) == len(dirs)  # no two clash
+    assert dirs[("reference", True)] == Path("runs/demo-reference-quick")
+    assert pipeline.demo_config("reference", True, "x/y").out_dir == Path("x/y")
+    with pytest.raises(ConfigError, match="unknown demo 'oce'; choose one of elasticity"):
+        pipeline.demo_config("oce")

@@ -35,6 +35,8 @@ class GaussianFieldPrior(Prior):
         dtype: str = "float32",
     ) -> None:
         self.n, self.channels = n, channels
+        self.label = "x, a Gaussian random field (synthetic, exact posterior known)"
+        self.units = "no physical unit"
         self.mean, self.variance, self.length_scale = mean, variance, length_scale
         self.dtype = getattr(torch, dtype)
         p = pixel_centres(n)

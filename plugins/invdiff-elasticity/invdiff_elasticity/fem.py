@@ -78,6 +78,13 @@ class ElasticityFEM(ForwardModel):
         self.backend = _choice(backend, BACKENDS, "backend")
         self.poisson = float(poisson)
         self.pressure = 3.0 * self.compression if pressure is None else float(pressure)
+        # read by figures and metrics.json: what y is, physically
+        self.label = {
+            "uy_centres": "axial displacement u_y at element centres (mostly the uniform "
+                          "compression; the inclusion changes it little)",
+            "both_centres": "displacement (u_x, u_y) at element centres",
+            "nodal": "nodal displacement (u_x, u_y)"}[self.measurement]
+        self.units = "fraction of the side length"
 
     @property
     def system(self) -> LinearSystem:

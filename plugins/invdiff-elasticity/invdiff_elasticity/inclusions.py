@@ -53,9 +53,17 @@ def paint_inclusions(params: torch.Tensor, n: int, subsamples: int = 8,
 class _InclusionPrior(Prior):
     """Shared machinery: subclasses draw parameters (n, K, 4); fields are painted from them."""
 
+    label = "shear modulus mu"  # read by figures and metrics.json
+
     def __init__(self, n: int, background: float, subsamples: int, dtype: str) -> None:
         self.n, self.background, self.subsamples = n, background, subsamples
         self.dtype = getattr(torch, dtype)
+
+    @property
+    def units(self) -> str:
+        if self.background == 1.0:
+            return "relative to the background"
+        return f"units of the background modulus (= {self.background:g})"
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -19,6 +19,9 @@ from invdiff.interfaces import Prior
 class LognormalFieldPrior(Prior):
     """mu = exp(g), g ~ GRF(log_mean, log_std^2, squared-exponential, ``length_scale``)."""
 
+    label = "shear modulus mu"  # read by figures and metrics.json
+    units = "relative units (median exp(log_mean))"
+
     def __init__(
         self,
         n: int = 32,
