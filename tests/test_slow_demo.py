@@ -33,3 +33,26 @@ def test_demo_recovers_the_inclusion(tmp_path):
     assert metrics["coverage_90"] >= 0.8, metrics
     assert json.loads((out / "metrics.json").read_text())["nfe"] == metrics["nfe"]
     assert (out / "figures" / "posterior_0.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", ["elasticity", "reference"])
+def test_quick_demo_runs_and_a_second_run_reuses_it(tmp_path, capsys, monkeypatch, problem):
+    """`invdiff demo --quick` end to end through the CLI (seconds), in its own default folder;
+    it says that its numbers are a smoke test and where the figures are; run again, it reuses
+    every stage and says so."""
+    from invdiff.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["demo", "--quick", "-q", "--problem", problem]
+    assert main(argv) == 0
+    out = tmp_path / pipeline.demo_out_dir(problem, quick=True)
+    first = capsys.readouterr()
+    assert json.loads(first.out)["n_measurements"] == 2
+    assert "smoke test" in first.err and f"{out.relative_to(tmp_path)}/figures" in first.err
+    assert all((out / "figures" / f).exists() for f in ("posterior_0.png", "loss.png"))
+    assert not (tmp_path / "runs" / "demo").exists()  # never the full demo's folder
+    assert main(argv) == 0
+    second = capsys.readouterr()
+    assert json.loads(second.out) == json.loads(first.out)
+    assert second.err.count("reused") == 3
