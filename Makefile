@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 PLUGINS := $(sort $(wildcard plugins/invdiff-*))
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow test-bars lint demo bench clean
+.PHONY: install test test-slow test-accuracy lint demo bench clean
 
 install: $(STAMP)
 
@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 test: install  ## the default test run (fast; slow end-to-end tests excluded)
 	$(BIN)/pytest
 
-test-slow: install  ## the slow end-to-end tests, accuracy bars included (CI; about 22 minutes)
+test-slow: install  ## the slow end-to-end tests, accuracy targets included (CI; about 22 minutes)
 	$(BIN)/pytest -m slow; rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
 
-test-bars: install  ## only the issue-level accuracy bars on a CPU budget (about 15 minutes)
-	$(BIN)/pytest -m bar
+test-accuracy: install  ## only the accuracy targets on a CPU budget (about 15 minutes)
+	$(BIN)/pytest -m accuracy
 
 lint: install
 	$(BIN)/ruff check .

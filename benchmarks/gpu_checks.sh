@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks a session lent a CUDA GPU runs, as one script (docs/gpu.md): the CUDA tests
+# The checks to run on a CUDA GPU machine, as one script (docs/gpu.md): the CUDA tests
 # (`pytest -k cuda`: nets, samplers, FEM and OCE torch backends, training, `invdiff run`),
 # paper-scale net throughput, the FEM's torch backend against scipy, then the study's `gpu`
 # preset on the reference problem with a shortened training, until the time budget runs out.

@@ -1,7 +1,7 @@
 """invdiff: conditional score-based diffusion models for inverse problems in mechanics.
 
 The public API is imported lazily, so that ``import invdiff`` (and ``invdiff --help``) does not
-import torch. See ``shared/DESIGN.md`` and ``docs/architecture.md``.
+import torch. See ``docs/architecture.md`` and ``docs/writing-plugins.md``.
 """
 
 from __future__ import annotations

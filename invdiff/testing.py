@@ -1,4 +1,5 @@
-"""Contract kit: check any component against the contracts of ``shared/DESIGN.md``.
+"""Contract kit: check any component against the interface contracts of
+:mod:`invdiff.interfaces` (shapes, seeding, devices; see ``docs/writing-plugins.md``).
 
 Each ``check_*`` function raises ``AssertionError`` with a message naming the broken promise,
 so a plugin's test suite checks a component in one line::

@@ -1,15 +1,16 @@
-"""Issue 4's bar, end to end (slow): a U-Net trained on this CPU learns the reference
+"""The reference problem's accuracy target, end to end (slow): a U-Net trained on this CPU learns the reference
 posterior. 16 x 16 Gaussian field, blur 1.5 px, half the pixels masked at random, 5% noise;
 20 held-out measurements compared with the closed-form posterior.
 
-Bar: posterior mean error <= 0.5 exact posterior std (RMS over pixels and measurements), mean
+Target: posterior mean error <= 0.5 exact posterior std (RMS over pixels and measurements), mean
 std within [0.6, 1.5] of the exact one. Budget and measured numbers:
 docs/results/reference-accuracy.md (the same config, configs/reference-unet.toml).
 
 Training levels are drawn log-normally (``sigma_sampling = "log-normal"``) with a cosine
 learning rate: this run measured mean error 0.409 and std ratio 1.15, where the ladder-uniform
-levels of the paper met the bar only narrowly (0.492 constant LR, 0.496 cosine; std ratio 1.21,
-1.19). CI's slow run includes it (about 15 minutes on 2 cores); ``make test-bars`` runs it alone.
+levels of the paper met the target only narrowly (0.492 constant LR, 0.496 cosine; std ratio 1.21,
+1.19). CI's slow run includes it (about 15 minutes on 2 cores); ``make test-accuracy`` runs it
+alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ STEPS = 5000  # about 15 minutes of training on 2 quiet CPU cores (173 ms per st
 
 
 @pytest.mark.slow
-@pytest.mark.bar
+@pytest.mark.accuracy
 def test_unet_learns_the_reference_posterior(tmp_path):
     cfg = load_config(ROOT / "configs" / "reference-unet.toml")
     cfg.output.dir = str(tmp_path / "run")
