@@ -16,6 +16,7 @@ from invdiff.report import FieldLabel, field_labels
 
 STD_NOTE = ("std: the posterior standard deviation per pixel, i.e. where the measurement leaves "
             "x uncertain (it should be large where the posterior mean misses the truth)")
+REF_NOTE = "; the reference panels are an independent posterior to compare with"
 
 
 def posterior_figure(
@@ -70,7 +71,8 @@ def posterior_figure(
         cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
         cbar.set_label(units[kind], fontsize=7)
         cbar.ax.tick_params(labelsize=7)
-    caption = f"x: {labels['x']}.   y: {labels['y']}.\n{STD_NOTE}."
+    ref_note = REF_NOTE if ref_mean is not None or ref_std is not None else ""
+    caption = f"x: {labels['x']}.   y: {labels['y']}.\n{STD_NOTE}{ref_note}."
     fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8, wrap=True)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -142,7 +142,7 @@ def test_a_second_run_reuses_every_finished_stage(cfg_path, tmp_path, fresh_regi
     assert saved["units"]["rmse_truth"] == "no physical unit"  # from the reference prior
     assert saved["units"]["coverage_90"] == "fraction of pixels"
     assert saved["reference"] == "exact" and "closed-form" in saved["reference_description"]
-    assert saved["fields"]["y"].startswith("y = blurred x, unobserved pixels read 0")
+    assert saved["fields"]["y"] == "blurred x, unobserved pixels read 0 [units of x]"
 
     files = {f: (out / f).read_bytes() for f in ("checkpoints/final.pt", "metrics.json",
                                                  "posterior.npz", "data/train.npz")}

@@ -1,6 +1,6 @@
-"""The reference problem's accuracy target, end to end (slow): a U-Net trained on this CPU learns the reference
-posterior. 16 x 16 Gaussian field, blur 1.5 px, half the pixels masked at random, 5% noise;
-20 held-out measurements compared with the closed-form posterior.
+"""The reference problem's accuracy target, end to end (slow): a U-Net trained on this CPU
+learns the reference posterior. 16 x 16 Gaussian field, blur 1.5 px, half the pixels masked
+at random, 5% noise; 20 held-out measurements compared with the closed-form posterior.
 
 Target: posterior mean error <= 0.5 exact posterior std (RMS over pixels and measurements), mean
 std within [0.6, 1.5] of the exact one. Budget and measured numbers:

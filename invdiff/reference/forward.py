@@ -38,7 +38,7 @@ class LinearBlur(ForwardModel):
         subsample: int = 1,
     ) -> None:
         self.n, self.channels, self.subsample = n, channels, subsample
-        self.label = "y = blurred x" + (", unobserved pixels read 0" if mask_fraction < 1 else "")
+        self.label = "blurred x" + (", unobserved pixels read 0" if mask_fraction < 1 else "")
         self.units = "units of x"
         b = blur_matrix_1d(n, blur)
         a = torch.kron(b, b)  # row-major flatten: pixel (i, j) -> i * n + j

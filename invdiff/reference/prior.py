@@ -35,7 +35,7 @@ class GaussianFieldPrior(Prior):
         dtype: str = "float32",
     ) -> None:
         self.n, self.channels = n, channels
-        self.label = "x, a Gaussian random field (synthetic, exact posterior known)"
+        self.label = "a Gaussian random field (synthetic; the exact posterior is known)"
         self.units = "no physical unit"
         self.mean, self.variance, self.length_scale = mean, variance, length_scale
         self.dtype = getattr(torch, dtype)

@@ -66,6 +66,10 @@ class OCEPhaseForward(ForwardModel):
             raise ConfigError(f"output={output!r} must be 'phase' or 'phasor'")
         self.wrap, self.output = bool(wrap), output
         self.channels = 2 if output == "phasor" else 1
+        # read by figures and metrics.json: what y is, physically
+        self.label = ("OCT phase difference (cos, sin)" if output == "phasor" else
+                      "OCT phase difference" + (", wrapped to (-pi, pi]" if wrap else ""))
+        self.units = "dimensionless" if output == "phasor" else "rad"
         self.fem = ElasticityFEM(grid=grid, compression=compression, measurement="uy_centres",
                                  loading=loading, pressure=pressure_kpa, model="plane_strain",
                                  poisson=poisson, backend=backend)

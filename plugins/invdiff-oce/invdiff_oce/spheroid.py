@@ -97,6 +97,7 @@ class TumourSpheroidPrior(Prior):
     ) -> None:
         self.n, self.subsamples = int(n), int(subsamples)
         self.layer_modulus = float(layer_modulus)
+        self.label, self.units = "shear modulus", "kPa"  # read by figures and metrics.json
         self.layer_thickness = float(layer_thickness)
         self.ranges = [tuple(centre_x_range), tuple(centre_y_range), tuple(semi_major_range),
                        tuple(aspect_range), tuple(orientation_range), tuple(rim_ratio_range),
