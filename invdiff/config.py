@@ -25,8 +25,9 @@ work starts.
 
 A config may build on another with a top-level ``extends = "other.toml"`` (a path relative to
 the file): the other file is read first and this file's tables are merged into it, table by
-table (:func:`deep_update`). The shipped ``invdiff/configs/demo-*-quick.toml`` are written so.
-Unless ``output.dir`` is set, a run writes to ``runs/<config file name without .toml>``.
+table (:func:`deep_update`); only ``output.dir`` is not inherited. The shipped
+``invdiff/configs/demo-*-quick.toml`` are written so. Unless ``output.dir`` is set, a run
+writes to ``runs/<config file name without .toml>``.
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ def read_config_data(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     if not isinstance(base, str):
         raise ConfigError(f"{path}: extends: expected a file name, e.g. extends = \"base.toml\"")
     merged = read_config_data(path.parent / base, (*_seen, path.resolve()))
+    # the output folder is not inherited: two configs writing one folder would clash
+    if isinstance(merged.get("output"), dict):
+        merged["output"].pop("dir", None)
     deep_update(merged, data)
     return merged
 
@@ -272,7 +276,7 @@ def check_components(cfg: ExperimentConfig, source: str = "config") -> None:
             validate_params(comp, params)
         except ConfigError as exc:
             known = list(comp.params.model_fields) if comp.params is not None else []
-            hints = [f"{k}{did_you_mean(k, known)}" for k in params
-                     if k not in known and did_you_mean(k, known)]
+            hints = [f"{k}{hint}" for k in params if k not in known
+                     for hint in [did_you_mean(k, known)] if hint]
             hint = "\n  " + "; ".join(hints) if hints else ""
             raise ConfigError(f"{source}: {field_path}: {exc}{hint}") from None

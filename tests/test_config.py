@@ -129,14 +129,15 @@ def test_shipped_experiment_configs_are_valid(path):
 
 
 def test_extends_merges_table_by_table(tmp_path, fresh_registry):
-    write(tmp_path, GOOD)
+    write(tmp_path, GOOD + '[output]\ndir = "runs/base"\nfigures = false\n')
     child = tmp_path / "child.toml"
     child.write_text('extends = "c.toml"\nname = "child"\n[training]\nsteps = 3\n'
                      '[problem.prior.params]\nlength_scale = 0.3\n')
     cfg = load_config(child)
     assert cfg.name == "child" and cfg.training.steps == 3 and cfg.training.lr == 1e-3
     assert cfg.problem.prior.params == {"n": 8, "length_scale": 0.3}
-    assert cfg.out_dir == Path("runs/child")  # named after the file, not the base
+    assert cfg.out_dir == Path("runs/child")  # its own folder, not the base's
+    assert cfg.output.figures is False  # the rest of [output] is inherited
 
 
 def test_extends_errors_name_the_file(tmp_path):
