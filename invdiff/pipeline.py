@@ -168,7 +168,9 @@ def run_sample(
     post.save(paths["posterior"])
 
     samples = post.samples.cpu()
-    ref = reference_moments(*build_problem(cfg), test.y)
+    prior, fwd, noise = build_problem(cfg)
+    labels = field_labels(prior, fwd)  # what x and y are, for metrics.json and the figures
+    ref = reference_moments(prior, fwd, noise, test.y)
     ref_mean, ref_std = (ref[0], ref[1]) if ref else (None, None)
     metrics = posterior_metrics(samples, test.x, ref_mean, ref_std)
     metrics.update({"sampler": s.sampler.name, "n_samples": s.n_samples,
@@ -176,8 +178,7 @@ def run_sample(
                     "seconds": post.seconds, "reference": ref[2] if ref else None,
                     "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt),
                     "sampling_config": s.model_dump(mode="json")})
-    prior, fwd, _ = build_problem(cfg)
-    metrics.update(describe_metrics(metrics, field_labels(prior, fwd)))
+    metrics.update(describe_metrics(metrics, labels))
     atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2))
     if cfg.output.figures:
         from invdiff.figures import posterior_figure
@@ -188,7 +189,7 @@ def run_sample(
                 None if ref_mean is None else ref_mean[m],
                 None if ref_std is None else ref_std[m],
                 title=f"{cfg.name}: held-out measurement {m} ({s.sampler.name}, "
-                      f"{post.nfe} score evaluations)", labels=field_labels(prior, fwd))
+                      f"{post.nfe} score evaluations)", labels=labels)
     return metrics
 
 
