@@ -20,7 +20,7 @@ class ODEParams(LadderParams):
         None, gt=0, description="bottom of the schedule (default: the ladder's sigma_L)"
     )
     rho: float | None = Field(
-        7.0, gt=0, description="Karras et al.'s rho of the schedule; None: geometric (rho -> inf)"
+        7.0, gt=0, description="Karras et al.'s rho of the schedule; None or inf: geometric"
     )
     final_step: Literal["ode", "tweedie"] = Field(
         "ode", description="last step sigma_min -> 0 (with final_denoise): 'ode' x + "
@@ -42,6 +42,6 @@ class HeunParams(ODEParams):
 class DPMSolver2MParams(ODEParams):
     steps: int = Field(24, ge=2, description="N: noise levels of the schedule, both ends included")
     rho: float | None = Field(
-        None, gt=0, description="Karras et al.'s rho of the schedule; None: geometric, i.e. "
+        None, gt=0, description="Karras et al.'s rho of the schedule; None or inf: geometric, i.e. "
         "uniform in log sigma (DPM-Solver's own spacing)"
     )

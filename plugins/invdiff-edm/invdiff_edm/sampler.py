@@ -15,7 +15,7 @@ high-order solver needs few score evaluations (nfe). The samplers here:
    .. math:: \sigma_i = \bigl(\sigma_{max}^{1/\rho} + \tfrac{i}{N-1}
              (\sigma_{min}^{1/\rho} - \sigma_{max}^{1/\rho})\bigr)^\rho,\quad i = 0 \dots N-1,
 
-   or the geometric schedule (``rho=None``, the limit :math:`\rho \to \infty`: uniform in
+   or the geometric schedule (``rho=None`` or ``inf``, the limit :math:`\rho \to \infty`: uniform in
    :math:`\log\sigma`). The ladder passed to ``sample`` only supplies the defaults
    :math:`\sigma_{max} = \sigma_1,\ \sigma_{min} = \sigma_L`; a score that carries the ladder it
    was trained on (``score.sigmas``, e.g. a :class:`invdiff.model.ScoreModel`) is never asked
@@ -67,13 +67,14 @@ _RANGE_RTOL = 1e-5
 def karras_sigmas(sigma_max: float, sigma_min: float, steps: int,
                   rho: float | None = 7.0) -> torch.Tensor:
     r"""Karras et al. (2022, Eq. 5)'s schedule ``(steps,)`` in float64, from ``sigma_max`` down
-    to ``sigma_min`` (both exact); ``rho=None``: geometric (uniform in :math:`\log\sigma`)."""
+    to ``sigma_min`` (both exact); ``rho=None`` or ``inf`` (what a TOML config can write):
+    geometric (uniform in :math:`\log\sigma`, the limit :math:`\rho \to \infty`)."""
     if not sigma_max > sigma_min > 0:
         raise ConfigError(f"need sigma_max > sigma_min > 0, got {sigma_max} and {sigma_min}")
     if steps < 2:
         raise ConfigError(f"steps must be >= 2 (both ends of the schedule), got {steps}")
     u = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
-    if rho is None:
+    if rho is None or math.isinf(rho):
         out = torch.exp(math.log(sigma_max) + u * (math.log(sigma_min) - math.log(sigma_max)))
     else:
         if not rho > 0:

@@ -192,6 +192,8 @@ def test_karras_schedule():
     assert float(s[0]) == 80.0 and float(s[-1]) == 0.002
     g = karras_sigmas(10.0, 0.01, 4, rho=None)
     torch.testing.assert_close(g, torch.tensor([10.0, 1.0, 0.1, 0.01], dtype=torch.float64))
+    # inf (what a TOML config can write for None) is the same geometric schedule
+    torch.testing.assert_close(karras_sigmas(10.0, 0.01, 4, rho=math.inf), g)
     with pytest.raises(ConfigError, match="sigma_max > sigma_min"):
         karras_sigmas(0.1, 1.0, 5)
 
@@ -256,3 +258,15 @@ def test_bad_parameters():
 def test_contract(params):
     params = dict(params)
     check_sampler(make(params.pop("name"), steps=6, **params))
+
+
+def test_geometric_schedule_from_a_toml_config():
+    """TOML has no null: ``rho = inf`` asks for the geometric schedule."""
+    import tomllib
+
+    params = tomllib.loads("steps = 4\nrho = inf\n")
+    prob, y = reference_case(n=4, mask_fraction=1.0)
+    res = make("heun", **params).sample(prob.posterior.score_fn(), y, geometric(10.0, 0.01, 2),
+                                        2)
+    torch.testing.assert_close(res.info["sigmas"],
+                               torch.tensor([10.0, 1.0, 0.1, 0.01], dtype=torch.float64))
