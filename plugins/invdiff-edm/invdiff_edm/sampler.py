@@ -17,7 +17,8 @@ high-order solver needs few score evaluations (nfe). The samplers here:
 
    or the geometric schedule (``rho=None`` or ``inf``, the limit :math:`\rho \to \infty`: uniform in
    :math:`\log\sigma`). The ladder passed to ``sample`` only supplies the defaults
-   :math:`\sigma_{max} = \sigma_1,\ \sigma_{min} = \sigma_L`; a score that carries the ladder it
+   :math:`\sigma_{max} = \sigma_1,\ \sigma_{min} = \sigma_L` (``sigmas=None``: the score's
+   own ladder ``score.sigmas``, else EDM's 80 and 0.002); a score that carries the ladder it
    was trained on (``score.sigmas``, e.g. a :class:`invdiff.model.ScoreModel`) is never asked
    outside that range (:func:`check_trained_range`);
 2. start from :math:`x \sim \mathcal N(0, \sigma_{max}^2 I)` and, with ``shift_start`` (one
@@ -59,6 +60,10 @@ from invdiff.sigmas import check_ladder
 __all__ = ["DPMSolver2M", "Heun", "ODESampler", "check_trained_range", "karras_sigmas"]
 
 FINAL_STEPS = ("ode", "tweedie")
+
+#: Karras et al. (2022)'s sigma_max and sigma_min, the ends when neither the call nor the score
+#: gives a ladder (data of unit scale, as invdiff's normalised units are)
+EDM_RANGE = (80.0, 0.002)
 
 #: relative slack when comparing a schedule with a trained ladder stored in float32
 _RANGE_RTOL = 1e-5
@@ -149,15 +154,15 @@ class ODESampler(LadderSampler):
 
     # -- the schedule ------------------------------------------------------------------------
     def schedule(self, score: ScoreFn, sigmas: torch.Tensor | None) -> torch.Tensor:
-        """The levels ``(steps,)`` this sampler runs on; ``sigmas`` (the ladder) supplies the
-        ends that are not set, and the result is checked against a trained score's range."""
+        """The levels ``(steps,)`` this sampler runs on, checked against a trained score's
+        range. Ends that are not set come from ``sigmas`` (the ladder), else from the score's
+        training ladder (``score.sigmas``), else EDM's defaults :data:`EDM_RANGE`."""
         ends = [self.sigma_max, self.sigma_min]
         if None in ends:
             if sigmas is None:
-                raise ConfigError(
-                    f"{self.name}: no ladder to take the schedule's ends from: pass sigmas, or "
-                    f"set both sigma_max and sigma_min"
-                )
+                sigmas = getattr(score, "sigmas", None)
+            if sigmas is None:
+                sigmas = torch.tensor(EDM_RANGE, dtype=torch.float64)
             ladder = check_ladder(torch.as_tensor(sigmas).detach()).double().cpu()
             ends = [float(ladder[0]) if ends[0] is None else ends[0],
                     float(ladder[-1]) if ends[1] is None else ends[1]]
@@ -177,8 +182,8 @@ class ODESampler(LadderSampler):
         generator: torch.Generator | None = None,
     ) -> SampleResult:
         """Samples ``(M, n_samples, *x_shape)``; ``sigmas`` only supplies the schedule's default
-        ends (it may be None when sigma_max and sigma_min are both set). ``info["sigmas"]`` is
-        the schedule that was run."""
+        ends and may be None (:meth:`schedule`). ``info["sigmas"]`` is the schedule that was
+        run."""
         return super().sample(score, y, self.schedule(score, sigmas), n_samples, generator)
 
     def prepare(self, sigmas: torch.Tensor) -> dict[str, Any]:

@@ -206,8 +206,9 @@ def test_schedule_ends_default_to_the_ladder_and_can_be_set():
         0.05) and len(res.info["sigmas"]) == 5
     res = make("heun", steps=5, sigma_max=3.0).sample(score, y, geometric(5.0, 0.05, 30), 2)
     assert res.info["sigma_max"] == 3.0 and res.info["sigma_min"] == pytest.approx(0.05)
-    with pytest.raises(ConfigError, match="no ladder"):
-        make("heun", steps=5).sample(score, y, None, 2)
+    # no ladder given: EDM's range for a plain callable
+    res = make("heun", steps=5).sample(score, y, None, 2)
+    assert (res.info["sigma_max"], res.info["sigma_min"]) == (80.0, 0.002)
     with pytest.raises(ConfigError, match="must exceed"):
         make("heun", sigma_min=6.0).sample(score, y, geometric(5.0, 0.05, 30), 2)
 
@@ -233,6 +234,10 @@ def test_refuses_sigma_outside_the_trained_ladder():
     # defaults from the model's own ladder are fine (float32 round-off included)
     res = invdiff.sample_posterior(model, y, "heun", n=4, progress=False, steps=4)
     assert res.nfe == 8
+    # called directly without a ladder, the model's own ladder gives the ends
+    res = make("dpm-2m", steps=4).sample(model, y, None, 2)
+    assert res.info["sigma_max"] == pytest.approx(5.0) and res.info["sigma_min"] == pytest.approx(
+        0.05)
     for bad in (dict(sigma_max=10.0), dict(sigma_min=0.01)):
         with pytest.raises(ConfigError, match=r"trained on \[0\.05, 5\]"):
             invdiff.sample_posterior(model, y, "dpm-2m", n=4, progress=False, **bad)
