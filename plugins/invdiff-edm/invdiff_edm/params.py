@@ -30,6 +30,11 @@ class ODEParams(LadderParams):
         True, description="start at x + D(x, sigma_max) (the posterior mean estimate) instead "
         "of x ~ N(0, sigma_max^2 I); one more score evaluation"
     )
+    on_ladder: bool | None = Field(
+        None, description="move every level to the nearest level of the training ladder, "
+        "repeats dropped, so a net is asked only where it was trained (None: when the score "
+        "carries its ladder, score.sigmas, as a trained ScoreModel does)"
+    )
 
 
 class HeunParams(ODEParams):

@@ -120,7 +120,9 @@ class ODESampler(LadderSampler):
 
     steps: N levels of the schedule; sigma_max / sigma_min: its ends (None: the ladder's
     sigma_1 / sigma_L); rho: the schedule's rho (None: geometric); final_step: "ode" or
-    "tweedie" (module docstring); shift_start: start at x + D(x, sigma_max). Other parameters:
+    "tweedie" (module docstring); shift_start: start at x + D(x, sigma_max); on_ladder: move
+    every level to the nearest level of the training ladder (None: when the score carries
+    one, ``score.sigmas``), so that a net is asked only where it was trained. Other parameters:
     see :class:`invdiff.sampling.LadderSampler` (``final_denoise=False`` stops at sigma_min,
     leaving noise of that scale).
     """
@@ -137,6 +139,7 @@ class ODESampler(LadderSampler):
         rho: float | None = 7.0,
         final_step: str = "ode",
         shift_start: bool = True,
+        on_ladder: bool | None = None,
         **ladder: Any,
     ) -> None:
         super().__init__(**ladder)
@@ -151,27 +154,45 @@ class ODESampler(LadderSampler):
             raise ConfigError(f"final_step must be one of {FINAL_STEPS}, got {final_step!r}")
         self.steps, self.sigma_max, self.sigma_min, self.rho = steps, sigma_max, sigma_min, rho
         self.final_step, self.shift_start = final_step, bool(shift_start)
+        self.on_ladder = None if on_ladder is None else bool(on_ladder)
 
     # -- the schedule ------------------------------------------------------------------------
     def schedule(self, score: ScoreFn, sigmas: torch.Tensor | None) -> torch.Tensor:
-        """The levels ``(steps,)`` this sampler runs on, checked against a trained score's
-        range. Ends that are not set come from ``sigmas`` (the ladder), else from the score's
-        training ladder (``score.sigmas``), else EDM's defaults :data:`EDM_RANGE`."""
-        ends = [self.sigma_max, self.sigma_min]
-        if None in ends:
-            if sigmas is None:
-                sigmas = getattr(score, "sigmas", None)
-            if sigmas is None:
-                sigmas = torch.tensor(EDM_RANGE, dtype=torch.float64)
-            ladder = check_ladder(torch.as_tensor(sigmas).detach()).double().cpu()
-            ends = [float(ladder[0]) if ends[0] is None else ends[0],
-                    float(ladder[-1]) if ends[1] is None else ends[1]]
-        if not ends[0] > ends[1]:
+        """The levels this sampler runs on, checked against a trained score's range.
+
+        Ends that are not set come from ``sigmas``, else from the score's training ladder
+        (``score.sigmas``), else from EDM's defaults :data:`EDM_RANGE`. On the ladder
+        (``on_ladder``; by default when the score carries a training ladder) every level is
+        moved to the nearest level, in log sigma, of the training ladder (else of ``sigmas``),
+        repeats dropped, so there may be fewer than ``steps``.
+        """
+        trained = _ladder(getattr(score, "sigmas", None))
+        given = _ladder(sigmas)
+        on_ladder = self.uses_ladder(trained is not None)
+        target = trained if trained is not None else given
+        if on_ladder and target is None:
             raise ConfigError(
-                f"{self.name}: sigma_max = {ends[0]:.4g} must exceed sigma_min = {ends[1]:.4g}"
+                f"{self.name}: on_ladder needs the ladder the net was trained on: pass sigmas, "
+                f"or a score model that carries .sigmas"
             )
-        check_trained_range(score, *ends)
-        return karras_sigmas(ends[0], ends[1], self.steps, self.rho)
+        default = next((t for t in (given, trained) if t is not None),
+                       torch.tensor(EDM_RANGE, dtype=torch.float64))
+        hi = float(default[0]) if self.sigma_max is None else self.sigma_max
+        lo = float(default[-1]) if self.sigma_min is None else self.sigma_min
+        if not hi > lo:
+            raise ConfigError(f"{self.name}: sigma_max = {hi:.4g} must exceed sigma_min = {lo:.4g}")
+        check_trained_range(score, hi, lo)
+        levels = karras_sigmas(hi, lo, self.steps, self.rho)
+        if not on_ladder:
+            return levels
+        nearest = (levels.log()[:, None] - target.log()[None, :]).abs().argmin(dim=1)
+        levels = target[torch.unique_consecutive(nearest)]
+        if levels.numel() < 2:
+            raise ConfigError(
+                f"{self.name}: on the ladder a single level ({float(levels[0]):.4g}) is left in "
+                f"[{lo:.4g}, {hi:.4g}]; widen the range, use a finer ladder or on_ladder=False"
+            )
+        return levels
 
     def sample(
         self,
@@ -184,7 +205,14 @@ class ODESampler(LadderSampler):
         """Samples ``(M, n_samples, *x_shape)``; ``sigmas`` only supplies the schedule's default
         ends and may be None (:meth:`schedule`). ``info["sigmas"]`` is the schedule that was
         run."""
-        return super().sample(score, y, self.schedule(score, sigmas), n_samples, generator)
+        res = super().sample(score, y, self.schedule(score, sigmas), n_samples, generator)
+        res.info["on_ladder"] = self.uses_ladder(getattr(score, "sigmas", None) is not None)
+        return res
+
+    def uses_ladder(self, trained: bool) -> bool:
+        """Whether the levels move to the ladder's: ``on_ladder``, or (None) whether the score
+        carries its training ladder."""
+        return self.on_ladder if self.on_ladder is not None else trained
 
     def prepare(self, sigmas: torch.Tensor) -> dict[str, Any]:
         return {"steps": self.steps, "sigma_max": float(sigmas[0]),
@@ -214,6 +242,13 @@ class ODESampler(LadderSampler):
         sigma = chains.sigmas[-1]
         w = 0.5 if self.final_step == "ode" else 1.0
         chains.move(chains.x + w * sigma**2 * chains.score(sigma), "denoise")
+
+
+def _ladder(sigmas: Any) -> torch.Tensor | None:
+    """A checked ladder as float64 on the CPU, or None."""
+    if sigmas is None:
+        return None
+    return check_ladder(torch.as_tensor(sigmas).detach()).double().cpu()
 
 
 def denoised(chains: Chains, sigma: float) -> torch.Tensor:
@@ -251,7 +286,19 @@ class Heun(ODESampler):
                 f"churn parameters must satisfy s_churn >= 0, s_tmin >= 0, s_tmax > 0, "
                 f"s_noise > 0; got {s_churn}, {s_tmin}, {s_tmax}, {s_noise}"
             )
+        if s_churn > 0 and self.on_ladder:
+            raise ConfigError(
+                "s_churn > 0 with on_ladder=True: churn raises sigma between the ladder's "
+                "levels; use one or the other"
+            )
         self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = s_churn, s_tmin, s_tmax, s_noise
+
+    def uses_ladder(self, trained: bool) -> bool:
+        """As for every ODE sampler, except that churn (which leaves the ladder) keeps the
+        default (None) off the ladder."""
+        if self.on_ladder is None and self.s_churn > 0:
+            return False
+        return super().uses_ladder(trained)
 
     def prepare(self, sigmas: torch.Tensor) -> dict[str, Any]:
         return {**super().prepare(sigmas), "s_churn": self.s_churn, "s_tmin": self.s_tmin,

@@ -232,7 +232,8 @@ def test_refuses_sigma_outside_the_trained_ladder():
     model = ScoreModel(ExactNet(post), Normalization(0 * one, one, 0 * one, one),
                        geometric(5.0, 0.05, 20))
     # defaults from the model's own ladder are fine (float32 round-off included)
-    res = invdiff.sample_posterior(model, y, "heun", n=4, progress=False, steps=4)
+    res = invdiff.sample_posterior(model, y, "heun", n=4, progress=False, steps=4,
+                                   on_ladder=False)
     assert res.nfe == 8
     # called directly without a ladder, the model's own ladder gives the ends
     res = make("dpm-2m", steps=4).sample(model, y, None, 2)
@@ -241,6 +242,55 @@ def test_refuses_sigma_outside_the_trained_ladder():
     for bad in (dict(sigma_max=10.0), dict(sigma_min=0.01)):
         with pytest.raises(ConfigError, match=r"trained on \[0\.05, 5\]"):
             invdiff.sample_posterior(model, y, "dpm-2m", n=4, progress=False, **bad)
+
+
+class SnappedScore:
+    """The exact score, but at the nearest level of a ladder (in log sigma) to the sigma asked
+    for: the worst case of a net that knows only its training levels."""
+
+    def __init__(self, score, ladder):
+        self.score, self.log_ladder = score, ladder.double().log()
+        self.x_shape, self.y_shape = score.x_shape, score.y_shape
+
+    def __call__(self, x, y, sigma):
+        i = (sigma.double().log()[:, None] - self.log_ladder[None]).abs().argmin(1)
+        return self.score(x, y, self.log_ladder[i].exp().to(sigma))
+
+
+def test_on_ladder_asks_a_net_only_at_its_training_levels():
+    """On a 60-level ladder (ratio 1.12) a score that only knows its levels puts dpm-2m's
+    std 4.8% off (measured); with the levels moved onto the ladder it is within 1%."""
+    prob, y = reference_case(**REFERENCE_PROBLEMS["blur-mask-8"])
+    post = prob.posterior
+    ladder = geometric(10.0, 0.01, 60).double()
+    score = SnappedScore(post.score_fn(), ladder)
+    ratio = {}
+    for on in (False, True):
+        res = make("dpm-2m", on_ladder=on).sample(score, y, ladder, N_SAMPLES,
+                                                  generator=torch.Generator().manual_seed(0))
+        ratio[on] = gaussian_accuracy(res.samples, post.mean(y), post.cov).mean_std_ratio
+        if on:  # every level is one of the ladder's, and there are fewer than 24
+            assert torch.isin(res.info["sigmas"], ladder).all() and res.nfe <= 25
+    assert abs(ratio[False] - 1) > 0.03 and abs(ratio[True] - 1) <= 0.02, ratio
+
+
+def test_on_ladder_by_default_for_a_score_model():
+    prob, y = reference_case(n=4, mask_fraction=1.0)
+    one = torch.ones(1)
+    trained = geometric(5.0, 0.05, 8)
+    model = ScoreModel(ExactNet(prob.posterior), Normalization(0 * one, one, 0 * one, one),
+                       trained)
+    res = invdiff.sample_posterior(model, y, "dpm-2m", n=2, progress=False)
+    assert res.info["on_ladder"] is True
+    torch.testing.assert_close(res.info["sigmas"], trained.double())  # 24 points onto 8 levels
+    assert res.nfe == 7 + 1 + 1
+    # a plain callable: the continuous schedule; churn keeps the default off the ladder too
+    res = make("dpm-2m").sample(prob.posterior.score_fn(), y, trained, 2)
+    assert res.info["on_ladder"] is False and len(res.info["sigmas"]) == 24
+    res = invdiff.sample_posterior(model, y, "heun", n=2, progress=False, s_churn=1.0)
+    assert res.info["on_ladder"] is False
+    with pytest.raises(ConfigError, match="churn"):
+        make("heun", s_churn=1.0, on_ladder=True)
 
 
 def test_bad_parameters():
