@@ -327,54 +327,29 @@ def test_geometric_schedule_from_a_toml_config():
                                torch.tensor([10.0, 1.0, 0.1, 0.01], dtype=torch.float64))
 
 
-TINY_RUN = """
-name = "tiny-ode"
-[problem.prior]
-name = "gaussian-field"
-params = {{ n = 8, length_scale = 0.15 }}
-[problem.forward_model]
-name = "blur"
-params = {{ n = 8, blur = 1.0, mask_fraction = 0.6 }}
-[problem.noise_model]
-name = "gaussian"
-params = {{ std = 0.05 }}
-[data]
-n_train = 64
-n_val = 16
-n_test = 2
-chunk_size = 64
-[net]
-name = "unet"
-params = {{ base_width = 8, channel_mult = [1], num_res_blocks = 1, norm_groups = 4 }}
-[ladder]
-sigma_1 = 5.0
-sigma_L = 0.05
-n_levels = 6
-[training]
-steps = 2
-batch_size = 16
-val_every = 2
-checkpoint_every = 2
-[sampling]
-n_samples = 4
-[sampling.sampler]
-name = "dpm-2m"
-params = {{ steps = 24, rho = inf }}
-[output]
-dir = "{out}"
-figures = false
-"""
+#: the reference experiment (configs/reference-unet.toml) cut down to seconds at 8 x 8,
+#: sampled with dpm-2m (rho = inf: the geometric schedule)
+TINY_RUN = ["problem.prior.params={n = 8, length_scale = 0.15}",
+            "problem.forward_model.params={n = 8, blur = 1.0, mask_fraction = 0.6}",
+            "data.n_train=64", "data.n_val=16", "data.n_test=2", "training.steps=2",
+            "training.batch_size=16", "training.val_every=2", "training.checkpoint_every=2",
+            "net.params={base_width = 8, channel_mult = [1], num_res_blocks = 1, "
+            "norm_groups = 4}", "ladder.sigma_1=5.0", "ladder.sigma_L=0.05", "ladder.n_levels=6",
+            "sampling.n_samples=4", 'sampling.sampler.name="dpm-2m"',
+            "sampling.sampler.params={steps = 24, rho = inf}", "output.figures=false"]
 
 
 def test_a_trained_model_is_sampled_on_its_ladder_from_a_config(tmp_path):
     """A config names the sampler; the trained model's 6 levels take the 24-level schedule:
     5 steps + shifted start + final step."""
+    from pathlib import Path
+
     from invdiff import pipeline
     from invdiff.config import load_config
 
-    path = tmp_path / "tiny.toml"
-    path.write_text(TINY_RUN.format(out=tmp_path / "run"))
-    cfg = load_config(path)
+    root = Path(__file__).resolve().parents[3]
+    cfg = load_config(root / "configs" / "reference-unet.toml",
+                      overrides=[*TINY_RUN, f'output.dir="{tmp_path / "run"}"'])
     pipeline.run_train(cfg, progress=False)
     metrics = pipeline.run_sample(cfg, progress=False)
     assert metrics["nfe"] == 5 + 1 + 1
