@@ -20,7 +20,8 @@ high-order solver needs few score evaluations (nfe). The samplers here:
    :math:`\sigma_{max} = \sigma_1,\ \sigma_{min} = \sigma_L` (``sigmas=None``: the score's
    own ladder ``score.sigmas``, else EDM's 80 and 0.002); a score that carries the ladder it
    was trained on (``score.sigmas``, e.g. a :class:`invdiff.model.ScoreModel`) is never asked
-   outside that range (:func:`check_trained_range`);
+   outside that range (:func:`check_trained_range`), and by default (``on_ladder``) only at its
+   levels: each level of the schedule moves to the nearest trained one, repeats dropped;
 2. start from :math:`x \sim \mathcal N(0, \sigma_{max}^2 I)` and, with ``shift_start`` (one
    score evaluation), move it to :math:`x + D(x, \sigma_{max})`: the ODE keeps the relative
    offset of its start, so a start centred at 0 instead of the posterior mean m would leave a
