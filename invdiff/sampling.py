@@ -95,6 +95,9 @@ class Chains:
     level: int = 0
     step: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    #: what a solver carries from one level to the next within a run (e.g. a multistep
+    #: solver's previous denoiser output); starts empty for every run
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_levels(self) -> int:
@@ -224,6 +227,12 @@ class LadderSampler(Sampler):
         ``chains.settings`` and ``SampleResult.info``."""
         return {}
 
+    def finish(self, chains: Chains) -> None:
+        """The final step after the last level when ``final_denoise`` is on: Tweedie's step
+        :meth:`Chains.denoise` unless a sampler ends otherwise (it then counts that step in
+        :meth:`nfe_per_chain` itself)."""
+        chains.denoise()
+
     # -- the loop ------------------------------------------------------------------------------
     def sample(
         self,
@@ -256,7 +265,7 @@ class LadderSampler(Sampler):
                 chains.level, chains.step = i, 0
                 self.level(chains, i)
             if self.final_denoise:
-                chains.denoise()
+                self.finish(chains)
         if chains.x.device.type == "cuda":
             torch.cuda.synchronize(chains.x.device)
         seconds = time.perf_counter() - t0
