@@ -32,3 +32,7 @@ class CheckpointError(InvdiffError):
 
 class SamplingError(InvdiffError, FloatingPointError):
     """A sampling chain diverged (NaN or Inf)."""
+
+
+class FolderInUseError(InvdiffError):
+    """Another run holds the lock of an output folder."""

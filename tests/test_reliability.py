@@ -1,0 +1,94 @@
+"""No silent wrong results: stale data, concurrent runs, stray temporaries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from invdiff import pipeline
+from invdiff.cli import main
+from invdiff.config import load_config
+from invdiff.errors import DataError, FolderInUseError
+from invdiff.lock import LOCK_NAME, stage_lock
+from tests.test_pipeline import TINY
+
+
+@pytest.fixture
+def cfg_path(tmp_path):
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY.format(out=tmp_path / "run"))
+    return p
+
+
+
+
+@pytest.mark.parametrize("override, named", [
+    ("problem.prior.params.length_scale=0.3", "problem.prior.params.length_scale"),
+    ("data.n_train=64", "n: data have 128, config has 96"),
+    ("data.seed=5", "seed"),
+])
+def test_train_and_sample_refuse_data_of_other_settings(cfg_path, override, named):
+    pipeline.run_train(load_config(cfg_path), progress=False)  # simulates, then trains
+    cfg = load_config(cfg_path, overrides=[override])
+    for stage in (pipeline.run_train, pipeline.run_sample):
+        with pytest.raises(DataError, match="simulated with other settings") as err:
+            stage(cfg, progress=False)
+        assert named in str(err.value) and "--out" in str(err.value)
+
+
+def test_cli_names_the_stale_data_and_the_fix(cfg_path, capsys):
+    assert main(["simulate", str(cfg_path), "-q"]) == 0
+    code = main(["train", str(cfg_path), "-q", "--set", "problem.prior.params.length_scale=0.3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "invdiff train: error:" in err and "rerun `invdiff simulate" in err
+
+
+def _hold_lock_in_child(folder) -> subprocess.Popen:
+    code = textwrap.dedent(f"""
+        import sys, time
+        from invdiff.lock import stage_lock
+        with stage_lock({str(folder)!r}):
+            print("held", flush=True)
+            time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_second_run_on_a_folder_in_use_is_refused_and_a_killed_holder_is_taken_over(
+        cfg_path, tmp_path):
+    out = tmp_path / "run"
+    child = _hold_lock_in_child(out)
+    try:
+        with pytest.raises(FolderInUseError) as err:
+            pipeline.run_simulate(load_config(cfg_path), progress=False)
+        assert str(out) in str(err.value) and f"pid {child.pid}" in str(err.value)
+        assert not (out / "data").exists()  # nothing was written
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    pipeline.run_simulate(load_config(cfg_path), progress=False)  # the stale lock is free
+    assert (out / "data" / "train.npz").exists()
+
+
+def test_nested_stages_share_the_lock(tmp_path):
+    with stage_lock(tmp_path), stage_lock(tmp_path / "."):
+        assert (tmp_path / LOCK_NAME).exists()
+    with stage_lock(tmp_path):  # released after the outer block
+        pass
+
+
+def test_the_lock_removes_temporaries_of_killed_writes(tmp_path):
+    stray = [tmp_path / ".last.pt.abc123.tmp", tmp_path / "data" / ".train.npz.x9.tmp"]
+    keep = tmp_path / "data" / "notes.tmp"
+    for p in [*stray, keep]:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"")
+    with stage_lock(tmp_path):
+        assert not any(p.exists() for p in stray) and keep.exists()
