@@ -16,6 +16,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import shutil
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from invdiff.data import Dataset, Normalization, load_dataset
+from invdiff.data import Dataset, Normalization, load_arrays, load_dataset, save_arrays
 from invdiff.errors import ConfigError, DataError
-from invdiff.io import atomic_write, atomic_write_text
+from invdiff.io import atomic_write_text
 
 _SEED_STRIDE = 1_000_003  # chunk seeds: seed * stride + chunk index (distinct for any sane n)
 
@@ -137,8 +138,7 @@ def simulate(
                disable=not progress)
     for index, arrays in _map_chunks(todo, workers):
         if parts_dir is not None:
-            atomic_write(parts_dir / f"chunk_{index:06d}.npz",
-                         lambda fh, a=arrays: np.savez(fh, **a))
+            save_arrays(parts_dir / f"chunk_{index:06d}.npz", arrays)
         done[index] = arrays
         bar.update(1)
     bar.close()
@@ -191,8 +191,11 @@ def _load_parts(parts_dir: Path, signature: str, n_chunks: int) -> dict[int, dic
     for f in sorted(parts_dir.glob("chunk_*.npz")):
         index = int(f.stem.split("_")[1])
         if index < n_chunks:
-            with np.load(f) as z:
-                done[index] = {k: z[k] for k in z.files}
+            try:
+                done[index] = load_arrays(f, "it is simulated again")
+            except DataError as exc:  # chunks are deterministic: redo a damaged one
+                warnings.warn(str(exc), stacklevel=3)
+                f.unlink()
     return done
 
 
