@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from invdiff.checks import check_training_pairs
 from invdiff.config import ExperimentConfig, parse_config
 from invdiff.data import Dataset, load_dataset
 from invdiff.errors import CheckpointError, ConfigError, DataError
@@ -87,6 +88,7 @@ def make_ladder(cfg: ExperimentConfig, train: Dataset) -> tuple[torch.Tensor, li
     from invdiff.sigmas import geometric, suggest
     from invdiff.training import training_normalization
 
+    check_training_pairs(train.x, train.y, train.y_clean)  # before the ladder measures x
     lad = cfg.ladder
     steps = int(cfg.sampling.sampler.params.get("steps_per_level", 5))
     x_n = training_normalization(train, cfg.training_config()).normalize_x(train.x)

@@ -183,6 +183,7 @@ def sample_posterior(
     y_shape = getattr(score_or_model, "y_shape", None)
     if y_shape is not None:
         y = as_batch(y, tuple(y_shape), "y")
+    y = y.to(_input_dtype(score_or_model, y))
     norm = getattr(score_or_model, "normalization", None)
     y_in = norm.normalize_y(y) if norm is not None else y
     sigmas = torch.as_tensor(sigmas).to(y.device)
@@ -194,6 +195,16 @@ def sample_posterior(
             samples.shape)
     return Posterior.from_samples(samples, quantiles, nfe=res.nfe, seconds=res.seconds,
                                   info=res.info)
+
+
+def _input_dtype(score: Any, y: torch.Tensor) -> torch.dtype:
+    """The dtype y must have for ``score``: its parameters' (a float64 or integer measurement
+    would clash with float32 weights deep inside the net), else y's own if floating."""
+    params = score.parameters() if isinstance(score, torch.nn.Module) else iter(())
+    first = next(params, None)
+    if first is not None and first.is_floating_point():
+        return first.dtype
+    return y.dtype if y.is_floating_point() else torch.get_default_dtype()
 
 
 def _create_sampler(name: str, params: dict[str, Any]) -> Sampler:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from invdiff.checkpoint import load_checkpoint, load_state, save_checkpoint
-from invdiff.checks import check_finite, randn
+from invdiff.checks import check_finite, check_training_pairs, randn
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.interfaces import NoiseModel, ScoreFn
@@ -643,3 +643,4 @@ def _check_data(net: torch.nn.Module, data: Dataset, name: str) -> None:
                 f"has {which} of shape {have}; build the net with {which}_shape={have}"
             )
         check_finite(getattr(data, which), f"{name} dataset {which}")
+    check_training_pairs(data.x, data.y, data.y_clean, f"{name} dataset")
