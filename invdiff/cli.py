@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from invdiff import __version__
-from invdiff.errors import InvdiffError
+from invdiff.errors import InvdiffError, os_error_message
 
 DEMO_HELP = "run the embedded demo end to end (simulate, train, sample, figures, metrics)"
 
@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InvdiffError as exc:
         print(f"invdiff {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only or forbidden output folder, ...
+        print(f"invdiff {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"invdiff {args.command}: interrupted; rerun the same command to resume",

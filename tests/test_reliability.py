@@ -92,3 +92,25 @@ def test_the_lock_removes_temporaries_of_killed_writes(tmp_path):
         p.write_bytes(b"")
     with stage_lock(tmp_path):
         assert not any(p.exists() for p in stray) and keep.exists()
+
+
+def test_out_under_a_file_is_a_one_line_error(cfg_path, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["simulate", str(cfg_path), "-q", "--out", str(blocker / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("invdiff simulate: error: ") and str(blocker) in err and "--out" in err
+
+
+@pytest.mark.parametrize("code, fix", [(28, "free disk space"), (30, "you can write to"),
+                                       (13, "you can write to")])
+def test_disk_full_and_read_only_are_one_line_errors(cfg_path, capsys, monkeypatch, code, fix):
+    def failing(cfg, progress=True):
+        raise OSError(code, os.strerror(code), str(cfg.out_dir / "data" / "train.npz"))
+
+    monkeypatch.setattr(pipeline, "run_train", failing)
+    assert main(["train", str(cfg_path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("invdiff train: error: ") and "train.npz" in err and fix in err
+    assert os.strerror(code) in err and err.count("\n") == 1
