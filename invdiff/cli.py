@@ -22,8 +22,9 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
     rows = plugin_table()
     failed = get_registry().failed
+    conflicts = list(get_registry().conflicts.values())
     if args.json:
-        print(json.dumps({"plugins": rows, "failed": failed}, indent=2))
+        print(json.dumps({"plugins": rows, "failed": failed, "conflicts": conflicts}, indent=2))
         return 0
     print(f"{'plugin':<14} {'distribution':<20} {'version':<9} components")
     for row in rows:
@@ -31,6 +32,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{row['name']:<14} {row['distribution']:<20} {row['version']:<9} {comps}")
     for name, msg in failed.items():
         print(f"{name:<14} FAILED: {msg}")
+    for msg in conflicts:
+        print(f"WARNING: {msg}")
     return 0
 
 
