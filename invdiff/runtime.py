@@ -32,3 +32,27 @@ def torch_threads(n: int | None) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when its parent ends, however it ends (Linux; elsewhere a no-op).
+
+    For worker processes: a pool parent killed with ``-9`` cannot shut its workers down, and
+    they would wait forever on their pipe, holding memory (and the output folder's lock,
+    whose descriptor they inherit). ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` asks the kernel to
+    kill this process when the parent dies; a parent that died before the call is caught by
+    the pid check after it."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl (e.g. another libc): best effort
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -63,7 +64,7 @@ def simulate_chunk(
     }
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int | None = None) -> None:
     # One torch and one BLAS thread per worker process: workers parallelise across chunks.
     # OpenBLAS threads spin while waiting, so 2 workers x 2 BLAS threads on 2 cores made FEM
     # simulation (scipy banded solves) over 10x slower than one worker.
@@ -71,6 +72,10 @@ def _worker_init() -> None:
 
     torch.set_num_threads(1)
     threadpool_limits(1)
+    if parent_pid is not None:  # no orphans when the parent is killed with -9
+        from invdiff.runtime import die_with_parent
+
+        die_with_parent(parent_pid)
 
 
 def _run_chunk(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
@@ -160,7 +165,7 @@ def _map_chunks(todo: list[tuple], workers: int):
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=_worker_init) as pool:
+                             initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         yield from pool.map(_run_chunk, todo)
 
 

@@ -114,3 +114,65 @@ def test_disk_full_and_read_only_are_one_line_errors(cfg_path, capsys, monkeypat
     err = capsys.readouterr().err
     assert err.startswith("invdiff train: error: ") and "train.npz" in err and fix in err
     assert os.strerror(code) in err and err.count("\n") == 1
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                with open(f"/proc/{stat}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(stat))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and prctl")
+def test_simulation_workers_end_when_the_parent_is_killed(tmp_path):
+    import time
+
+    code = textwrap.dedent(f"""
+        import time, invdiff
+        from invdiff.reference import make_problem
+
+        class Slow:
+            def __init__(self, inner):
+                self.inner = inner
+            def output_shape(self, s):
+                return self.inner.output_shape(s)
+            def __call__(self, x):
+                time.sleep(30)
+                return self.inner(x)
+
+        p = make_problem(n=4)
+        print("start", flush=True)
+        invdiff.simulate(p.prior, Slow(p.forward_model), p.noise_model, n=8, chunk_size=2,
+                         workers=2, path={str(tmp_path / "d.npz")!r}, progress=False)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "start"
+    deadline = time.monotonic() + 20
+    while len(workers := _children(parent.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers) == 2, workers
+    time.sleep(0.5)  # let the workers run their initializer
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [w for w in workers if _alive(w)]
+    for w in alive:  # clean up before failing
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"orphan workers {alive} outlived their killed parent"
