@@ -206,7 +206,7 @@ def run_sample(
     params = _with_progress("sampler", s.sampler.name, dict(s.sampler.params), progress)
     gen = torch.Generator(device=model.sigmas.device).manual_seed(s.seed)
     post = sample_posterior(model, test.y.to(model.sigmas.device), sampler=s.sampler.name,
-                            n=s.n_samples, generator=gen, **params)
+                            n=s.n_samples, generator=gen, threads=s.threads, **params)
     post.save(paths["posterior"])
 
     samples = post.samples.cpu()

@@ -29,6 +29,7 @@ from invdiff.checks import as_batch
 from invdiff.errors import ConfigError
 from invdiff.interfaces import Sampler, ScoreFn
 from invdiff.io import atomic_write
+from invdiff.runtime import torch_threads
 
 __all__ = ["Posterior", "sample_posterior", "quantile"]
 
@@ -157,6 +158,7 @@ def sample_posterior(
     sigmas: torch.Tensor | Sequence[float] | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     generator: torch.Generator | None = None,
+    threads: int | None = 1,
     **sampler_params: Any,
 ) -> Posterior:
     """Draw ``n`` posterior samples for each measurement in ``y (M, *y_shape)`` (or one y).
@@ -164,7 +166,9 @@ def sample_posterior(
     ``sampler``: a registered name (``sampler_params`` go to its factory) or a Sampler.
     ``sigmas``: the ladder; defaults to ``score_or_model.sigmas``. Units: y and the returned
     samples are physical; a ``.normalization`` on the score maps them to and from the units the
-    score works in. Returns a :class:`Posterior`.
+    score works in. ``threads``: CPU threads (torch and BLAS) while sampling; None leaves
+    torch's default (one per core), which collapses on a shared machine (see the thread policy
+    in docs/training.md). Returns a :class:`Posterior`.
     """
     if isinstance(sampler, str):
         sampler = _create_sampler(sampler, sampler_params)
@@ -187,7 +191,8 @@ def sample_posterior(
     norm = getattr(score_or_model, "normalization", None)
     y_in = norm.normalize_y(y) if norm is not None else y
     sigmas = torch.as_tensor(sigmas).to(y.device)
-    res = sampler.sample(score_or_model, y_in, sigmas, n, generator=generator)
+    with torch_threads(threads):
+        res = sampler.sample(score_or_model, y_in, sigmas, n, generator=generator)
     samples = res.samples
     if norm is not None:
         m, k = samples.shape[:2]
