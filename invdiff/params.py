@@ -34,8 +34,8 @@ class ScoreNetParams(Params):
 
 
 #: Chains per score call by default: the network's activations are those of a batch of 256,
-#: however many chains run (64 x 256 chains at 16 x 16 peaked at 3.5 GB in one call, 0.47 GB
-#: in calls of 256, with the same samples).
+#: however many chains run (4096 chains of the demo's U-Net at 16 x 16: 1177 MB peak in one
+#: call, 401 MB in calls of 256, the same samples; benchmarks/sampling_memory.py).
 DEFAULT_CHUNK_SIZE = 256
 
 

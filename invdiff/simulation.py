@@ -89,10 +89,28 @@ def _signature(n: int, chunk_size: int, seed: int, spec: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _default_spec(prior: Any, forward_model: Any, noise_model: Any) -> dict[str, str]:
-    return {role: type(obj).__module__ + "." + type(obj).__qualname__
+def _default_spec(prior: Any, forward_model: Any, noise_model: Any) -> dict[str, Any]:
+    """Each component's class and its plain settings (attributes that are numbers, strings,
+    dtypes or tuples of them; public ones), so that resuming with another ``length_scale`` is
+    refused even without a ``spec``; caches and arrays are left out (they may fill in
+    lazily)."""
+    return {role: {"class": type(obj).__module__ + "." + type(obj).__qualname__,
+                   "settings": {k: _plain(v) for k, v in sorted(vars(obj).items())
+                                if not k.startswith("_") and _plain(v) is not None}
+                   if hasattr(obj, "__dict__") else {}}
             for role, obj in (("prior", prior), ("forward_model", forward_model),
                               ("noise_model", noise_model))}
+
+
+def _plain(v: Any) -> Any:
+    """``v`` as a JSON-able plain value, or None if it is not one."""
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, torch.dtype):
+        return str(v)
+    if isinstance(v, (tuple, list)) and v and all(_plain(i) is not None for i in v):
+        return [_plain(i) for i in v]
+    return None
 
 
 def simulate(

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from invdiff import pipeline
 from invdiff.cli import main
@@ -176,3 +177,32 @@ def test_simulation_workers_end_when_the_parent_is_killed(tmp_path):
     for w in alive:  # clean up before failing
         os.kill(w, signal.SIGKILL)
     assert not alive, f"orphan workers {alive} outlived their killed parent"
+
+
+def test_resume_refuses_chunks_of_other_component_settings_without_a_spec(tmp_path,
+                                                                          monkeypatch):
+    """A simulation interrupted with one prior and resumed with another must not mix them,
+    even through the Python API without a ``spec``."""
+    import invdiff
+    from invdiff import simulation
+    from invdiff.reference import make_problem
+
+    a, b = make_problem(n=6, length_scale=0.2), make_problem(n=6, length_scale=0.5)
+    path = tmp_path / "d.npz"
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:  # every chunk is written, then the run is killed
+        m.setattr(simulation, "_merge", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            invdiff.simulate(a.prior, a.forward_model, a.noise_model, n=32, chunk_size=8,
+                             path=path, progress=False)
+    with pytest.raises(DataError, match="chunks of a run with other settings"):
+        invdiff.simulate(b.prior, b.forward_model, b.noise_model, n=32, chunk_size=8,
+                         path=path, progress=False)
+    done = invdiff.simulate(a.prior, a.forward_model, a.noise_model, n=32, chunk_size=8,
+                            path=path, progress=False)  # the original settings resume
+    fresh = invdiff.simulate(a.prior, a.forward_model, a.noise_model, n=32, chunk_size=8,
+                             progress=False)
+    assert torch.equal(done.x, fresh.x)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from threadpoolctl import threadpool_info, threadpool_limits
-
 from invdiff_elasticity import ElasticityFEM, solvers
+from threadpoolctl import threadpool_info, threadpool_limits
 
 
 def blas_threads() -> set[int]:
