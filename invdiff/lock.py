@@ -8,8 +8,10 @@ The lock is an OS file lock (``flock`` on POSIX, ``msvcrt.locking`` on Windows),
 kernel releases when its process ends, however it ends: the lock of a run killed with ``-9``
 is free at once and the next run takes it over (the file's pid text is only a label for the
 error message). Nested stages in one process (``run`` calls ``simulate``, ``train``,
-``sample``) share the lock. While it holds the lock, a stage removes the temporary files that
-atomic writes of a killed run left behind (:func:`invdiff.io.remove_stale_temporaries`).
+``sample``) share the lock, and so do the processes of one distributed job (``torchrun``:
+rank 0 holds it, the other ranks take part in its run). While it holds the lock, a stage
+removes the temporary files that atomic writes of a killed run left behind
+(:func:`invdiff.io.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def stage_lock(folder: str | os.PathLike) -> Iterator[Path]:
 
     Raises :class:`FolderInUseError` when another process holds it."""
     folder = Path(folder).resolve()
+    if _follower_rank():  # under torchrun, rank 0 holds the lock for the whole job
+        yield folder
+        return
     if folder in _held:
         _held[folder] += 1
         try:
@@ -64,6 +69,15 @@ def stage_lock(folder: str | os.PathLike) -> Iterator[Path]:
             os.ftruncate(fd, 0)  # an empty label: nobody holds it
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _follower_rank() -> bool:
+    """True in a distributed job's processes other than rank 0 (``torchrun`` sets ``RANK``
+    and ``WORLD_SIZE``): they share rank 0's run, and must not be refused its folder."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ["RANK"]) > 0
+    except (KeyError, ValueError):
+        return False
 
 
 def _try_lock(fd: int) -> bool:

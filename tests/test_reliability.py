@@ -206,3 +206,19 @@ def test_resume_refuses_chunks_of_other_component_settings_without_a_spec(tmp_pa
     fresh = invdiff.simulate(a.prior, a.forward_model, a.noise_model, n=32, chunk_size=8,
                              progress=False)
     assert torch.equal(done.x, fresh.x)
+
+
+def test_ranks_of_a_distributed_job_share_rank_zeros_lock(tmp_path, monkeypatch):
+    child = _hold_lock_in_child(tmp_path)  # stands for rank 0
+    try:
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", "1")
+        with stage_lock(tmp_path):
+            pass
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(FolderInUseError):
+            with stage_lock(tmp_path):
+                pass
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
