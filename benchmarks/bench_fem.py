@@ -103,6 +103,7 @@ def backend_rows(grids: list[int], n_fields: int, repeats: int, device: str) -> 
     return lines
 
 
+KEPT_FROM = "## Default environment"  # the heading of docs/results/fem.md's loaded section
 HEADER = ("| N | dofs | ours (solves/s) | ours, one batched call | scikit-fem (solves/s) | "
           "speed-up | max abs diff of u |\n|---|---|---|---|---|---|---|")
 
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
             argv or sys.argv[1:])
         table = "\n".join([HEADER] + [_line(r) for r in rows])
         path = Path(__file__).resolve().parents[1] / "docs" / "results" / "fem.md"
+        # sections written by other benchmarks (bench_threads.py) follow the table: keep them
+        old = path.read_text() if path.exists() else ""
+        kept = old[old.index(KEPT_FROM):] if KEPT_FROM in old else ""
         path.write_text(
             "# FEM solver speed: invdiff-elasticity vs scikit-fem\n\n"
             f"Command: `{cmd}`\n\n"
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             f"the same {args.fields} log-normal fields, assembly + factorisation + solve per "
             "field, grid-only set-up done beforehand. Max abs diff: between the two nodal "
             "displacements (both are the same discrete problem, so it is round-off).\n\n"
-            f"{table}\n"
+            f"{table}\n" + (f"\n{kept}" if kept else "")
         )
         print(f"wrote {path}")
 

@@ -15,6 +15,8 @@ A checkpoint is a ``torch.save`` of a dict of tensors and plain values only, so 
     experiment      str      the validated experiment config as JSON ("null" when unknown)
     net_spec        str      {"name": ..., "params": ...} of the registered score_net, as JSON
     training        dict     trainer state needed to resume (config, RNG state, history, ...)
+    checksum        str      "sha256:..." over every other field (invdiff.integrity); verified
+                             on load, so damaged weights are refused (absent in older files)
 
 Dict-valued configs are stored as JSON strings so that ``weights_only`` loading needs no
 allow-listed classes; :func:`load_checkpoint` decodes them back into dicts.
@@ -23,6 +25,7 @@ allow-listed classes; :func:`load_checkpoint` decodes them back into dicts.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ import torch
 
 from invdiff.data import Normalization
 from invdiff.errors import CheckpointError, ConfigError
+from invdiff.integrity import content_digest
 from invdiff.io import atomic_write
 from invdiff.model import ScoreModel
 
@@ -37,6 +41,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "ema", "optimizer", "step", "normalization",
                  "sigmas", "experiment", "net_spec", "training")
 _JSON_KEYS = ("experiment", "net_spec")
+CHECKSUM_KEY = "checksum"  # content_digest of every other field, verified on load
 
 __all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "load_model"]
 
@@ -78,6 +83,7 @@ def save_checkpoint(
                 f"checkpoint field {key!r} must be JSON-able (dicts, lists, str, numbers): {exc}; "
                 f"pass e.g. the pydantic model's model_dump(mode='json')"
             ) from None
+    payload[CHECKSUM_KEY] = content_digest(payload)
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
@@ -97,13 +103,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read means an unusable file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
-            f"{path} is not a readable invdiff checkpoint (corrupt, truncated, or holding "
-            f"objects that weights_only loading refuses): {type(exc).__name__}: {first}. "
-            f"Use another checkpoint (e.g. final.pt / last.pt of the run) or retrain"
+            f"{path} is not a readable invdiff checkpoint ({_load_failure(exc)}); use another "
+            f"checkpoint (e.g. final.pt / last.pt of the run) or retrain"
         ) from None
     _validate(ckpt, path)
+    _verify_checksum(ckpt, path)
     for key in _JSON_KEYS:
         try:
             ckpt[key] = json.loads(ckpt[key])
@@ -113,6 +118,34 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
                 f"invdiff.checkpoint.save_checkpoint"
             ) from None
     return ckpt
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in one line, without torch's advice to turn off
+    ``weights_only`` (which would let a file run code): never suggest that."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        lines = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines() or ["?"]
+        detail = lines[0].split(" Please use")[0].split(" was not an allowed")[0].strip()
+        return (f"damaged bytes, or Python objects that safe loading refuses, since an invdiff "
+                f"checkpoint holds only tensors and plain values: {detail}")
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return f"corrupt or truncated: {type(exc).__name__}: {first}"
+
+
+def _verify_checksum(ckpt: dict[str, Any], path: Path) -> None:
+    """Check the stored content digest (and drop it from ``ckpt``); a checkpoint written before
+    checksums existed loads with a warning."""
+    stored = ckpt.pop(CHECKSUM_KEY, None)
+    if stored is None:
+        warnings.warn(f"{path} carries no checksum (written by an older invdiff), so damage to "
+                      f"its data cannot be detected; save it again to add one", stacklevel=3)
+    elif content_digest(ckpt) != stored:
+        raise CheckpointError(
+            f"{path} is damaged: its contents do not match the sha256 checksum written with it "
+            f"(the file changed after it was saved: disk, copy or edit); use another checkpoint "
+            f"(e.g. final.pt / last.pt of the run, or a backup) or retrain"
+        )
 
 
 def _validate(ckpt: Any, path: Path) -> None:

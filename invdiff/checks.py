@@ -38,6 +38,31 @@ def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     return t
 
 
+def check_training_pairs(x: torch.Tensor, y: torch.Tensor, y_clean: torch.Tensor | None = None,
+                         name: str = "training") -> None:
+    """Refuse data a score net cannot learn from, naming the problem and the fix: x, y (and
+    y_clean, used to redraw the noise) must be floating point and finite, and x must vary
+    (a constant x leaves nothing to learn and no scale for the noise ladder).
+
+    Integer or NaN fields otherwise surface far from their cause (a ladder "of distance 0",
+    a loss that "became nan" at some step, a dtype clash inside a convolution)."""
+    for which, t in (("x", x), ("y", y), ("y_clean", y_clean)):
+        if t is None:
+            continue
+        if not t.is_floating_point():
+            raise DataError(
+                f"the {name} {which} has dtype {t.dtype}, but x and y must be floating-point "
+                f"fields (a prior, forward or noise model returned integers?); convert them "
+                f"with .float(), or return float32 from the component"
+            )
+        check_finite(t, f"the {name} {which}")
+    if x.shape[0] > 1 and bool((x == x[:1]).all()):
+        raise DataError(
+            f"the {name} x is the same field in every sample ({x.shape[0]} samples): there is "
+            f"nothing to learn; check the prior (its parameters, or that it uses the generator)"
+        )
+
+
 def generator_device(
     generator: torch.Generator | None, device: torch.device | str | None = None
 ) -> torch.device:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from invdiff import __version__
-from invdiff.errors import InvdiffError
+from invdiff.errors import InvdiffError, os_error_message
 
 DEMO_HELP = "run the embedded demo end to end (simulate, train, sample, figures, metrics)"
 
@@ -22,8 +22,9 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
     rows = plugin_table()
     failed = get_registry().failed
+    conflicts = list(get_registry().conflicts.values())
     if args.json:
-        print(json.dumps({"plugins": rows, "failed": failed}, indent=2))
+        print(json.dumps({"plugins": rows, "failed": failed, "conflicts": conflicts}, indent=2))
         return 0
     print(f"{'plugin':<14} {'distribution':<20} {'version':<9} components")
     for row in rows:
@@ -31,6 +32,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{row['name']:<14} {row['distribution']:<20} {row['version']:<9} {comps}")
     for name, msg in failed.items():
         print(f"{name:<14} FAILED: {msg}")
+    for msg in conflicts:
+        print(f"WARNING: {msg}")
     return 0
 
 
@@ -139,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except InvdiffError as exc:
         print(f"invdiff {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only or forbidden output folder, ...
+        print(f"invdiff {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"invdiff {args.command}: interrupted; rerun the same command to resume",

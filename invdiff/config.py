@@ -91,6 +91,8 @@ class SamplingConfig(Section):
     )
     n_samples: int = Field(100, ge=2)
     seed: int = 1
+    threads: int | None = Field(1, ge=1, description="CPU threads while sampling; None: one "
+                                "per core (see training.threads)")
 
 
 class OutputConfig(Section):

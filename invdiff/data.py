@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from invdiff.errors import DataError
+from invdiff.integrity import content_digest
 from invdiff.io import atomic_write
 
 
@@ -181,19 +182,43 @@ class Dataset:
             arrays["y_clean"] = self.y_clean.numpy()
         arrays.update({k: v.numpy() for k, v in self.normalization.state_dict().items()})
         arrays["meta"] = np.array(json.dumps(self.meta))
-        return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        return save_arrays(path, arrays)
 
 
-def load_dataset(path: str | Path) -> Dataset:
-    """Read a dataset written by :meth:`Dataset.save` or :func:`invdiff.simulate`."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"no dataset at {path}; run `invdiff simulate CONFIG` first")
+CHECKSUM = "sha256"  # the array holding content_digest of the others
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as an ``.npz`` atomically, with their checksum (array ``sha256``)."""
+    arrays = {**arrays, CHECKSUM: np.array(content_digest(arrays))}
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def load_arrays(path: str | Path, fix: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` written by :func:`save_arrays`, checksum verified (and
+    removed). An unreadable or damaged file raises :class:`DataError` naming it and ``fix``;
+    a file without checksum (older invdiff, or written by hand) loads as it is."""
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path} is not a readable invdiff dataset (.npz): {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, OSError ...
+        first = (str(exc).splitlines() or [""])[0]
+        raise DataError(f"{path} is not a readable .npz file (corrupt or truncated: "
+                        f"{type(exc).__name__}: {first}); {fix}") from None
+    stored = arrays.pop(CHECKSUM, None)
+    if stored is not None and content_digest(arrays) != str(stored):
+        raise DataError(f"{path} is damaged: its arrays do not match the sha256 checksum "
+                        f"written with them; {fix}")
+    return arrays
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read a dataset written by :meth:`Dataset.save` or :func:`invdiff.simulate` (its
+    checksum verified)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"no dataset at {path}; run `invdiff simulate CONFIG` first")
+    arrays = load_arrays(path, "delete it and simulate again (`invdiff simulate CONFIG`)")
     missing = {"x", "y"} - set(arrays)
     if missing:
         raise DataError(f"{path} lacks arrays {sorted(missing)}; it is not an invdiff dataset")

@@ -32,3 +32,26 @@ class CheckpointError(InvdiffError):
 
 class SamplingError(InvdiffError, FloatingPointError):
     """A sampling chain diverged (NaN or Inf)."""
+
+
+class FolderInUseError(InvdiffError):
+    """Another run holds the lock of an output folder."""
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for a failed file operation: the path, the reason and the fix (disk full,
+    read-only or forbidden folders name the ``--out`` option)."""
+    import errno
+
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or type(exc).__name__
+    code = exc.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        fix = "free disk space there, or write elsewhere with --out DIR"
+    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "choose a folder you can write to with --out DIR"
+    elif code in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        fix = "a file stands where a folder is needed (or the reverse): choose another --out DIR"
+    else:
+        fix = "check the path, its permissions and the disk"
+    return f"{where or 'a file operation'}: {reason}; {fix}"

@@ -32,6 +32,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``) that :func:`atomic_open` leaves when its
+    process is killed mid-write, anywhere under ``folder``; returns them.
+
+    Only safe while no other process writes there: call it holding the folder's lock
+    (:func:`invdiff.lock.stage_lock` does)."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        if tmp.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -33,6 +33,12 @@ class ScoreNetParams(Params):
     bf16: bool = Field(False, description="bfloat16 autocast inside forward (output in x's dtype)")
 
 
+#: Chains per score call by default: the network's activations are those of a batch of 256,
+#: however many chains run (4096 chains of the demo's U-Net at 16 x 16: 1177 MB peak in one
+#: call, 401 MB in calls of 256, the same samples; benchmarks/sampling_memory.py).
+DEFAULT_CHUNK_SIZE = 256
+
+
 class LadderParams(Params):
     """Parameters of the shared sampling loop."""
 
@@ -43,7 +49,8 @@ class LadderParams(Params):
         "gaussian", description="start: N(0, sigma_1^2 I) or U(-1, 1)"
     )
     chunk_size: int | None = Field(
-        None, ge=1, description="at most this many chains per score call (memory cap)"
+        DEFAULT_CHUNK_SIZE, ge=1, description="at most this many chains per score call: bounds "
+        "the network's activation memory whatever the number of chains (None: all at once)"
     )
     final_denoise: bool = Field(True, description="end with x + sigma_L^2 s(x, y, sigma_L)")
     progress: bool = Field(True, description="show a progress bar")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -24,13 +25,15 @@ from typing import Any
 
 import torch
 
+from invdiff.checks import check_training_pairs
 from invdiff.config import ExperimentConfig, parse_config, read_config_data
 
 # deep_update is re-exported here: scripts merge config tables with `pipeline.deep_update`
 from invdiff.config import deep_update as deep_update
 from invdiff.data import Dataset, load_dataset
-from invdiff.errors import CheckpointError, ConfigError
+from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.io import atomic_write_text
+from invdiff.lock import locked
 from invdiff.plugins import create
 
 TEST_SEED_OFFSET = 104_729  # test pairs use another master seed than training pairs
@@ -53,22 +56,31 @@ def output_paths(cfg: ExperimentConfig) -> dict[str, Path]:
             "metrics": out / "metrics.json", "figures": out / "figures"}
 
 
-def _simulate(cfg: ExperimentConfig, n: int, seed: int, path: Path, progress: bool) -> Dataset:
+def _simulation_settings(cfg: ExperimentConfig, which: str) -> dict[str, Any]:
+    """The settings ``simulate`` is called with for ``which`` ("train" or "test"): the same
+    values make the dataset's ``meta["signature"]``, so stages can check their data."""
+    d = cfg.data
+    n, seed = ((d.n_train + d.n_val, d.seed) if which == "train"
+               else (d.n_test, d.seed + TEST_SEED_OFFSET))
+    return {"n": n, "chunk_size": d.chunk_size, "seed": seed,
+            "spec": cfg.problem.model_dump(mode="json")}
+
+
+def _simulate(cfg: ExperimentConfig, which: str, progress: bool) -> Dataset:
     from invdiff.simulation import simulate
 
     prior, fwd, noise = build_problem(cfg)
-    spec = cfg.problem.model_dump(mode="json")
-    return simulate(prior, fwd, noise, n=n, chunk_size=cfg.data.chunk_size,
-                    workers=cfg.data.workers, seed=seed, path=path, progress=progress,
-                    spec=spec)
+    return simulate(prior, fwd, noise, workers=cfg.data.workers,
+                    path=output_paths(cfg)[which], progress=progress,
+                    **_simulation_settings(cfg, which))
 
 
+@locked
 def run_simulate(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     """Simulate ``n_train + n_val`` training pairs and ``n_test`` held-out pairs."""
     paths = output_paths(cfg)
-    d = cfg.data
-    train = _simulate(cfg, d.n_train + d.n_val, d.seed, paths["train"], progress)
-    test = _simulate(cfg, d.n_test, d.seed + TEST_SEED_OFFSET, paths["test"], progress)
+    train = _simulate(cfg, "train", progress)
+    test = _simulate(cfg, "test", progress)
     return {"train": str(paths["train"]), "n_train_val": len(train),
             "dropped": train.meta.get("dropped", 0), "test": str(paths["test"]),
             "n_test": len(test)}
@@ -80,6 +92,7 @@ def make_ladder(cfg: ExperimentConfig, train: Dataset) -> tuple[torch.Tensor, li
     from invdiff.sigmas import geometric, suggest
     from invdiff.training import training_normalization
 
+    check_training_pairs(train.x, train.y, train.y_clean)  # before the ladder measures x
     lad = cfg.ladder
     steps = int(cfg.sampling.sampler.params.get("steps_per_level", 5))
     x_n = training_normalization(train, cfg.training_config()).normalize_x(train.x)
@@ -107,9 +120,46 @@ def _datasets(cfg: ExperimentConfig, progress: bool) -> tuple[Dataset, Dataset]:
     paths = output_paths(cfg)
     if not (paths["train"].exists() and paths["test"].exists()):
         run_simulate(cfg, progress)
-    return load_dataset(paths["train"]), load_dataset(paths["test"])
+    return tuple(_checked_dataset(cfg, which) for which in ("train", "test"))
 
 
+def _checked_dataset(cfg: ExperimentConfig, which: str) -> Dataset:
+    """The ``which`` dataset of the output folder, refused unless its signature is the one
+    this config's problem and data settings give (data of another prior, size or seed would
+    otherwise be trained on or scored silently)."""
+    from invdiff.simulation import _signature
+
+    path = output_paths(cfg)[which]
+    ds = load_dataset(path)
+    want = _simulation_settings(cfg, which)
+    have = ds.meta.get("signature")
+    if have is None:
+        warnings.warn(f"{path} records no simulation signature (not written by invdiff "
+                      f"simulate); its settings cannot be checked against the config",
+                      stacklevel=3)
+    elif have != _signature(**want):
+        differ = _differences(want, {k: ds.meta.get("n_requested" if k == "n" else k)
+                                     for k in want})
+        raise DataError(
+            f"{path} was simulated with other settings than this config ({differ}); use "
+            f"another output folder (--out), or delete {path.parent} and rerun "
+            f"`invdiff simulate CONFIG` to simulate data for these settings"
+        )
+    return ds
+
+
+def _differences(want: Any, have: Any, prefix: str = "") -> str:
+    """``key: old -> new`` for the leaves that differ between two nested dicts (at most 3)."""
+    if isinstance(want, dict) and isinstance(have, dict):
+        items = [_differences(want.get(k), have.get(k), f"{prefix}{k}.")
+                 for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+        return "; ".join([i for i in items if i][:3])
+    key = prefix.rstrip(".")
+    key = "problem." + key[5:] if key.startswith("spec.") else key
+    return f"{key}: data have {have!r}, config has {want!r}"
+
+
+@locked
 def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     """Train (resuming from ``checkpoints/last.pt`` if an earlier run was interrupted)."""
     from invdiff.training import Trainer
@@ -140,6 +190,7 @@ def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k != "history"}
 
 
+@locked
 def run_sample(
     cfg: ExperimentConfig, checkpoint: str | Path | None = None, progress: bool = True,
     source: str = "CONFIG",
@@ -164,7 +215,7 @@ def run_sample(
     params = _with_progress("sampler", s.sampler.name, dict(s.sampler.params), progress)
     gen = torch.Generator(device=model.sigmas.device).manual_seed(s.seed)
     post = sample_posterior(model, test.y.to(model.sigmas.device), sampler=s.sampler.name,
-                            n=s.n_samples, generator=gen, **params)
+                            n=s.n_samples, generator=gen, threads=s.threads, **params)
     post.save(paths["posterior"])
 
     samples = post.samples.cpu()
@@ -248,6 +299,7 @@ def _sampled(cfg: ExperimentConfig) -> dict[str, Any] | None:
     return metrics if same else None
 
 
+@locked
 def run_run(cfg: ExperimentConfig, progress: bool = True,
             say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """All stages: simulate, train, sample. A stage whose outputs are complete and match the

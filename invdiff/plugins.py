@@ -111,6 +111,8 @@ class Registry:
         self.components: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
         self.plugins: dict[str, PluginInfo] = {}
         self.failed: dict[str, str] = {}
+        #: (kind, name) -> message, for names two plugins register (disabled)
+        self.conflicts: dict[tuple[str, str], str] = {}
 
     # -- loading -----------------------------------------------------------------------------
     def load_builtins(self) -> None:
@@ -129,7 +131,7 @@ class Registry:
             version = ep.dist.version if ep.dist else "?"
             try:
                 module = ep.load()
-            except Exception as exc:  # noqa: BLE001 - isolation is the point
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolation is the point
                 self._fail(ep.name, dist, exc, strict)
                 continue
             self.add_plugin(module, name=ep.name, distribution=dist, version=version,
@@ -162,33 +164,45 @@ class Registry:
                 for impl in caller.get_hookimpls():
                     if impl.plugin is module:
                         impl.function(register=_stager(staged, kind, name))
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a sys.exit is a failure too
             self.pm.unregister(module)
             self._fail(name, distribution, exc, strict)
             return None
-        try:  # a clash is ambiguous for the user: always an error, never silently skipped
-            for comp in staged:
-                self._check_duplicate(comp, staged)
-        except PluginError:
+        # A clash is ambiguous, so the name is never silently given to either plugin: strict
+        # loading raises; otherwise that name alone is disabled (an error when it is used, a
+        # warning here and in `invdiff plugins`) and the rest of both plugins stays usable.
+        clashes = {c: msg for c in staged if (msg := self._duplicate(c, staged))}
+        if clashes and strict:
             self.pm.unregister(module)
-            raise
+            raise PluginError(next(iter(clashes.values())))
         info = PluginInfo(name=name, distribution=distribution, version=version,
                           components=staged)
         for comp in staged:
-            self.components[comp.kind][comp.name] = comp
+            if comp in clashes:
+                self._disable(comp, clashes[comp])
+            else:
+                self.components[comp.kind][comp.name] = comp
         self.plugins[name] = info
         return info
 
-    def _check_duplicate(self, comp: Component, staged: list[Component]) -> None:
-        twins = [c for c in staged if c.kind == comp.kind and c.name == comp.name]
+    def _duplicate(self, comp: Component, staged: list[Component]) -> str | None:
+        """The clash message if ``comp``'s name is taken (or already disabled), else None."""
+        key = (comp.kind, comp.name)
+        twins = [c for c in staged if (c.kind, c.name) == key]
         existing = self.components[comp.kind].get(comp.name)
-        if existing is not None or len(twins) > 1:
-            other = existing.plugin if existing is not None else comp.plugin
-            raise PluginError(
-                f"{comp.kind} {comp.name!r} is registered by two plugins: {other!r} and "
+        if existing is None and len(twins) < 2 and key not in self.conflicts:
+            return None
+        other = existing.plugin if existing is not None else (
+            "earlier plugins" if key in self.conflicts else comp.plugin)
+        return (f"{comp.kind} {comp.name!r} is registered by two plugins: {other!r} and "
                 f"{comp.plugin!r}. Uninstall one, or choose with "
-                f"INVDIFF_LOAD_PLUGINS=<comma list of plugins to load>."
-            )
+                f"INVDIFF_LOAD_PLUGINS=<comma list of plugins to load>.")
+
+    def _disable(self, comp: Component, msg: str) -> None:
+        self.components[comp.kind].pop(comp.name, None)
+        self.conflicts[(comp.kind, comp.name)] = msg + " The name is disabled until then."
+        warnings.warn(msg + " The name is disabled; the plugins' other components work.",
+                      RuntimeWarning, stacklevel=4)
 
     def _fail(self, name: str, dist: str, exc: BaseException, strict: bool) -> None:
         msg = f"invdiff plugin {name!r} ({dist}) failed to load: {type(exc).__name__}: {exc}"
@@ -201,6 +215,8 @@ class Registry:
     # -- lookup ------------------------------------------------------------------------------
     def get(self, kind: str, name: str) -> Component:
         _check_kind(kind)
+        if (kind, name) in self.conflicts:
+            raise PluginError(self.conflicts[kind, name])
         try:
             return self.components[kind][name]
         except KeyError:

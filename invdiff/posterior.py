@@ -29,6 +29,7 @@ from invdiff.checks import as_batch
 from invdiff.errors import ConfigError
 from invdiff.interfaces import Sampler, ScoreFn
 from invdiff.io import atomic_write
+from invdiff.runtime import torch_threads
 
 __all__ = ["Posterior", "sample_posterior", "quantile"]
 
@@ -157,6 +158,7 @@ def sample_posterior(
     sigmas: torch.Tensor | Sequence[float] | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     generator: torch.Generator | None = None,
+    threads: int | None = 1,
     **sampler_params: Any,
 ) -> Posterior:
     """Draw ``n`` posterior samples for each measurement in ``y (M, *y_shape)`` (or one y).
@@ -164,7 +166,9 @@ def sample_posterior(
     ``sampler``: a registered name (``sampler_params`` go to its factory) or a Sampler.
     ``sigmas``: the ladder; defaults to ``score_or_model.sigmas``. Units: y and the returned
     samples are physical; a ``.normalization`` on the score maps them to and from the units the
-    score works in. Returns a :class:`Posterior`.
+    score works in. ``threads``: CPU threads (torch and BLAS) while sampling; None leaves
+    torch's default (one per core), which collapses on a shared machine (see the thread policy
+    in docs/training.md). Returns a :class:`Posterior`.
     """
     if isinstance(sampler, str):
         sampler = _create_sampler(sampler, sampler_params)
@@ -183,10 +187,12 @@ def sample_posterior(
     y_shape = getattr(score_or_model, "y_shape", None)
     if y_shape is not None:
         y = as_batch(y, tuple(y_shape), "y")
+    y = y.to(_input_dtype(score_or_model, y))
     norm = getattr(score_or_model, "normalization", None)
     y_in = norm.normalize_y(y) if norm is not None else y
     sigmas = torch.as_tensor(sigmas).to(y.device)
-    res = sampler.sample(score_or_model, y_in, sigmas, n, generator=generator)
+    with torch_threads(threads):
+        res = sampler.sample(score_or_model, y_in, sigmas, n, generator=generator)
     samples = res.samples
     if norm is not None:
         m, k = samples.shape[:2]
@@ -194,6 +200,16 @@ def sample_posterior(
             samples.shape)
     return Posterior.from_samples(samples, quantiles, nfe=res.nfe, seconds=res.seconds,
                                   info=res.info)
+
+
+def _input_dtype(score: Any, y: torch.Tensor) -> torch.dtype:
+    """The dtype y must have for ``score``: its parameters' (a float64 or integer measurement
+    would clash with float32 weights deep inside the net), else y's own if floating."""
+    params = score.parameters() if isinstance(score, torch.nn.Module) else iter(())
+    first = next(params, None)
+    if first is not None and first.is_floating_point():
+        return first.dtype
+    return y.dtype if y.is_floating_point() else torch.get_default_dtype()
 
 
 def _create_sampler(name: str, params: dict[str, Any]) -> Sampler:

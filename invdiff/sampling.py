@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from invdiff.checks import as_batch, check_finite, randn
 from invdiff.errors import ConfigError, DataError, SamplingError
 from invdiff.interfaces import Sampler, SampleResult, ScoreFn
+from invdiff.params import DEFAULT_CHUNK_SIZE
 from invdiff.sigmas import check_ladder
 
 __all__ = ["Chains", "LadderSampler", "snr_step_size"]
@@ -189,7 +190,9 @@ class LadderSampler(Sampler):
 
     * ``x_shape``: shape of one x; defaults to ``score.x_shape`` (ConfigError if neither);
     * ``init``: ``"gaussian"`` (N(0, sigma_1^2 I)) or ``"uniform"`` (U(-1, 1)) start;
-    * ``chunk_size``: at most this many chains per score call (None: all at once);
+    * ``chunk_size``: at most this many chains per score call (default 256; None: all at
+      once). Peak memory is then the chains' state, a few tensors of M*n*D numbers, plus the
+      network's activations for ``chunk_size`` chains, which no longer grow with M*n;
     * ``final_denoise``: end with Tweedie's step x + sigma_L^2 s(x, y, sigma_L);
     * ``progress``: show a tqdm bar over score evaluations.
     """
@@ -201,7 +204,7 @@ class LadderSampler(Sampler):
         self,
         x_shape: tuple[int, ...] | None = None,
         init: str = "gaussian",
-        chunk_size: int | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
         final_denoise: bool = True,
         progress: bool = True,
     ) -> None:

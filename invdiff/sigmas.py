@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from invdiff.checks import check_finite
 from invdiff.errors import ConfigError
 
 
@@ -149,6 +150,7 @@ def suggest(
         x = data.normalization.normalize_x(data.x)
     if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 2:
         raise ConfigError("suggest needs at least 2 training samples x (N, *x_shape)")
+    check_finite(x, "the training x (normalised)")
     dim = int(x[0].numel())
     sigma_1 = max_pairwise_distance(x)
     if sigma_1 <= sigma_L:

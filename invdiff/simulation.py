@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import shutil
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from invdiff.data import Dataset, Normalization, load_dataset
+from invdiff.data import Dataset, Normalization, load_arrays, load_dataset, save_arrays
 from invdiff.errors import ConfigError, DataError
-from invdiff.io import atomic_write, atomic_write_text
+from invdiff.io import atomic_write_text
 
 _SEED_STRIDE = 1_000_003  # chunk seeds: seed * stride + chunk index (distinct for any sane n)
 
@@ -62,7 +64,7 @@ def simulate_chunk(
     }
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int | None = None) -> None:
     # One torch and one BLAS thread per worker process: workers parallelise across chunks.
     # OpenBLAS threads spin while waiting, so 2 workers x 2 BLAS threads on 2 cores made FEM
     # simulation (scipy banded solves) over 10x slower than one worker.
@@ -70,6 +72,10 @@ def _worker_init() -> None:
 
     torch.set_num_threads(1)
     threadpool_limits(1)
+    if parent_pid is not None:  # no orphans when the parent is killed with -9
+        from invdiff.runtime import die_with_parent
+
+        die_with_parent(parent_pid)
 
 
 def _run_chunk(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
@@ -83,10 +89,28 @@ def _signature(n: int, chunk_size: int, seed: int, spec: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _default_spec(prior: Any, forward_model: Any, noise_model: Any) -> dict[str, str]:
-    return {role: type(obj).__module__ + "." + type(obj).__qualname__
+def _default_spec(prior: Any, forward_model: Any, noise_model: Any) -> dict[str, Any]:
+    """Each component's class and its plain settings (attributes that are numbers, strings,
+    dtypes or tuples of them; public ones), so that resuming with another ``length_scale`` is
+    refused even without a ``spec``; caches and arrays are left out (they may fill in
+    lazily)."""
+    return {role: {"class": type(obj).__module__ + "." + type(obj).__qualname__,
+                   "settings": {k: _plain(v) for k, v in sorted(vars(obj).items())
+                                if not k.startswith("_") and _plain(v) is not None}
+                   if hasattr(obj, "__dict__") else {}}
             for role, obj in (("prior", prior), ("forward_model", forward_model),
                               ("noise_model", noise_model))}
+
+
+def _plain(v: Any) -> Any:
+    """``v`` as a JSON-able plain value, or None if it is not one."""
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, torch.dtype):
+        return str(v)
+    if isinstance(v, (tuple, list)) and v and all(_plain(i) is not None for i in v):
+        return [_plain(i) for i in v]
+    return None
 
 
 def simulate(
@@ -137,8 +161,7 @@ def simulate(
                disable=not progress)
     for index, arrays in _map_chunks(todo, workers):
         if parts_dir is not None:
-            atomic_write(parts_dir / f"chunk_{index:06d}.npz",
-                         lambda fh, a=arrays: np.savez(fh, **a))
+            save_arrays(parts_dir / f"chunk_{index:06d}.npz", arrays)
         done[index] = arrays
         bar.update(1)
     bar.close()
@@ -160,7 +183,7 @@ def _map_chunks(todo: list[tuple], workers: int):
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=_worker_init) as pool:
+                             initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         yield from pool.map(_run_chunk, todo)
 
 
@@ -191,8 +214,11 @@ def _load_parts(parts_dir: Path, signature: str, n_chunks: int) -> dict[int, dic
     for f in sorted(parts_dir.glob("chunk_*.npz")):
         index = int(f.stem.split("_")[1])
         if index < n_chunks:
-            with np.load(f) as z:
-                done[index] = {k: z[k] for k in z.files}
+            try:
+                done[index] = load_arrays(f, "it is simulated again")
+            except DataError as exc:  # chunks are deterministic: redo a damaged one
+                warnings.warn(str(exc), stacklevel=3)
+                f.unlink()
     return done
 
 

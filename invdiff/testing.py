@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -70,6 +70,33 @@ def check_prior(prior: Any, n: int = 3, device: torch.device | str = "cpu") -> t
     assert tuple(prior.sample(1).shape) == (1, *shape), "prior.sample(1) without generator failed"
     return x
 
+
+
+def check_prior_threads(
+    build: Callable[[], Any], n: int = 4, seed: int = 0, threads: tuple[int, ...] = (1, 2)
+) -> torch.Tensor:
+    """A seed gives the same draws whatever the thread count: ``build()`` (a fresh prior) and
+    its ``sample(n, generator)`` are run under each of ``threads`` torch and BLAS threads
+    (:func:`invdiff.runtime.torch_threads`) and must agree bit for bit.
+
+    Why: LAPACK and BLAS results (eigenvector signs, round-off) can depend on the thread
+    count, so a prior that factors its covariance with many threads gives another field for
+    the same seed on another machine setting, and a resumed simulation would mix both. Build
+    the prior inside ``build`` so that factors computed at construction are checked too.
+    Returns the draw."""
+    from invdiff.runtime import torch_threads
+
+    draws = []
+    for t in threads:
+        with torch_threads(t):
+            draws.append(build().sample(n, generator=_gen(seed, "cpu")))
+    for t, x in zip(threads[1:], draws[1:], strict=True):
+        diff = (x.double() - draws[0].double()).abs().max().item()
+        assert torch.equal(x, draws[0]), (
+            f"prior draws for seed {seed} differ between {threads[0]} and {t} threads (max "
+            f"difference {diff:.3g}); factor covariances under invdiff.runtime.torch_threads(1)"
+        )
+    return draws[0]
 
 def check_forward_model(
     forward_model: Any, x: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4

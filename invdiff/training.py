@@ -36,11 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from invdiff.checkpoint import load_checkpoint, load_state, save_checkpoint
-from invdiff.checks import check_finite, randn
+from invdiff.checks import check_finite, check_training_pairs, randn
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.interfaces import NoiseModel, ScoreFn
 from invdiff.model import ScoreModel
+from invdiff.runtime import torch_threads
 from invdiff.sigmas import check_ladder
 
 __all__ = ["TrainingConfig", "Trainer", "EMA", "dsm_loss", "dsm_terms", "loss_weight",
@@ -50,7 +51,7 @@ __all__ = ["TrainingConfig", "Trainer", "EMA", "dsm_loss", "dsm_terms", "loss_we
 #: from (seed, stream, epoch), so they need no saved state; validation noise is fixed.
 _SHUFFLE, _REDRAW, _VALIDATION = 1, 2, 3
 #: Config fields that may change when resuming: they do not alter the weight trajectory.
-RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device"})
+RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device", "threads"})
 #: How each level's DSM term is weighted (:func:`loss_weight`).
 LossWeighting = Literal["sigma2", "edm"]
 
@@ -81,6 +82,11 @@ class TrainingConfig(BaseModel):
     checkpoint_every: int = Field(1000, ge=1, description="write checkpoint_dir/last.pt")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
+    threads: int | None = Field(
+        1, ge=1, description="CPU threads (torch and BLAS) while training; None: torch's "
+        "default, one per core. One is the default: on a shared or loaded machine more threads "
+        "made a small net's step 2-13x slower (docs/training.md, thread policy)"
+    )
     redraw_noise: bool = Field(False, description="fresh measurement noise on y every epoch")
     sigma_sampling: Literal["ladder", "log-normal"] = Field(
         "ladder", description="training levels: uniform over the ladder (NCSNv2), or "
@@ -271,6 +277,18 @@ class EMA:
 
 
 # -- the trainer -------------------------------------------------------------------------------
+def _with_config_threads(method):
+    """Run a Trainer method under ``self.config.threads`` CPU threads (restored after)."""
+    import functools
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with torch_threads(self.config.threads):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class Trainer:
     """Trains ``net`` on ``train`` by DSM over the ladder ``sigmas`` (normalised units).
 
@@ -450,6 +468,7 @@ class Trainer:
         return total / count
 
     # -- the loop ----------------------------------------------------------------------------
+    @_with_config_threads
     def fit(self, resume: bool | str | Path = False) -> ScoreModel:
         """Train up to ``config.steps`` steps and return the EMA :class:`ScoreModel`.
 
@@ -643,3 +662,4 @@ def _check_data(net: torch.nn.Module, data: Dataset, name: str) -> None:
                 f"has {which} of shape {have}; build the net with {which}_shape={have}"
             )
         check_finite(getattr(data, which), f"{name} dataset {which}")
+    check_training_pairs(data.x, data.y, data.y_clean, f"{name} dataset")

@@ -94,13 +94,43 @@ def test_broken_plugin_raises_when_strict():
                        strict=True)
 
 
-def test_duplicate_name_names_both_plugins():
+def test_duplicate_name_names_both_plugins_when_strict():
     reg = plugins.Registry()
     reg.add_plugin(make_plugin("first", ["twin"]), "first")
     with pytest.raises(PluginError, match="'twin' is registered by two plugins: 'first' and "
                                           "'second'.*INVDIFF_LOAD_PLUGINS"):
-        reg.add_plugin(make_plugin("second", ["twin"]), "second")
+        reg.add_plugin(make_plugin("second", ["twin"]), "second", strict=True)
     assert reg.get("prior", "twin").plugin == "first"
+
+
+def test_duplicate_name_disables_only_that_name():
+    reg = plugins.Registry()
+    reg.add_plugin(make_plugin("first", ["twin", "solo1"]), "first")
+    with pytest.warns(RuntimeWarning, match="'twin' is registered by two plugins: 'first' and "
+                                            "'second'.*disabled"):
+        reg.add_plugin(make_plugin("second", ["twin", "solo2"]), "second")
+    with pytest.warns(RuntimeWarning, match="'twin'.*'earlier plugins' and 'third'"):
+        reg.add_plugin(make_plugin("third", ["twin"]), "third")
+    assert reg.create("prior", "solo1") == reg.create("prior", "solo2") == ("built", 1)
+    assert "twin" not in reg.available("prior")
+    with pytest.raises(PluginError, match="'twin' is registered by two plugins.*Uninstall"):
+        reg.create("prior", "twin")
+
+
+def test_plugin_calling_sys_exit_is_a_plugin_failure(fake_entry_points, monkeypatch, capsys):
+    from invdiff.cli import main
+
+    exits = make_plugin("exits", ["e1"], SystemExit(3))
+    fake_entry_points += [FakeEP("exits-hook", exits), FakeEP("exits-import", error=SystemExit(1)),
+                          FakeEP("clash", make_plugin("clash", ["good-prior", "c1"]))]
+    monkeypatch.delenv("INVDIFF_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("INVDIFF_STRICT_PLUGINS", raising=False)
+    with pytest.warns(RuntimeWarning):
+        assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "exits-hook" in out and "SystemExit: 3" in out and "exits-import" in out
+    assert "WARNING: prior 'good-prior' is registered by two plugins: 'good' and 'clash'" in out
+    assert "c1" in invdiff.available("prior") and "good-prior" not in invdiff.available("prior")
 
 
 def test_params_are_validated_for_plugin_components():

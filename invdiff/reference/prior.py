@@ -6,6 +6,7 @@ import torch
 
 from invdiff.checks import generator_device
 from invdiff.interfaces import Prior
+from invdiff.runtime import torch_threads
 
 
 def pixel_centres(n: int) -> torch.Tensor:
@@ -21,7 +22,8 @@ class GaussianFieldPrior(Prior):
 
     A nugget ``nugget * variance`` on the diagonal keeps C well conditioned; it is part of the
     prior (the exact posterior uses the same C). Sampling uses a symmetric square root of C from
-    its eigendecomposition, computed once in float64.
+    its eigendecomposition, computed once in float64 on one thread (so a seed gives the same
+    field whatever the thread settings).
     """
 
     def __init__(
@@ -44,7 +46,10 @@ class GaussianFieldPrior(Prior):
         cov = variance * torch.exp(-d2 / (2 * length_scale**2))
         cov += nugget * variance * torch.eye(n * n, dtype=torch.float64)
         self._cov1 = cov  # one channel, (n^2, n^2)
-        evals, evecs = torch.linalg.eigh(cov)
+        # One thread: LAPACK's eigenvectors (signs, round-off) depend on the thread count, and
+        # a seed must give the same field on any machine setting.
+        with torch_threads(1):
+            evals, evecs = torch.linalg.eigh(cov)
         self._sqrt1 = evecs * evals.clamp_min(0).sqrt()  # C = R R^T
 
     @property

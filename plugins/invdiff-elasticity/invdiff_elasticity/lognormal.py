@@ -14,6 +14,7 @@ import torch
 
 from invdiff.checks import generator_device
 from invdiff.interfaces import Prior
+from invdiff.runtime import torch_threads
 
 
 class LognormalFieldPrior(Prior):
@@ -36,7 +37,8 @@ class LognormalFieldPrior(Prior):
         self.dtype = getattr(torch, dtype)
         c = (torch.arange(n, dtype=torch.float64) + 0.5) / n
         k1 = torch.exp(-(c[:, None] - c[None, :]).square() / (2 * length_scale**2))
-        lam, self._q = torch.linalg.eigh(k1)
+        with torch_threads(1):  # eigenvectors must not depend on the thread count
+            lam, self._q = torch.linalg.eigh(k1)
         lam = lam.clamp_min(0)
         self._scale = log_std * (lam[:, None] * lam[None, :] + nugget).sqrt()  # (n, n)
 

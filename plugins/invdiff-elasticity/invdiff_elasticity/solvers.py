@@ -15,6 +15,7 @@ import torch
 from scipy.linalg import lapack
 
 from invdiff.errors import SamplingError
+from invdiff.runtime import native_threads
 from invdiff_elasticity.assembly import LinearSystem
 
 
@@ -25,8 +26,20 @@ def full_solution(system: LinearSystem, u_free: np.ndarray) -> np.ndarray:
     return u
 
 
+#: BLAS threads inside a banded solve. One: the band (kd = 2N + 5) is too narrow for threads to
+#: pay, and OpenBLAS's spinning threads made each solve 4-5x slower on a loaded machine (see
+#: docs/results/fem.md); simulation workers parallelise over fields instead.
+SOLVE_THREADS = 1
+
+
 def solve_scipy(system: LinearSystem, mu: np.ndarray) -> np.ndarray:
-    """u (B, ndof) for mu (B, N^2) float64, with the banded Cholesky solver (LAPACK dpbsv)."""
+    """u (B, ndof) for mu (B, N^2) float64, with the banded Cholesky solver (LAPACK dpbsv) on
+    ``SOLVE_THREADS`` BLAS threads, whatever the environment says."""
+    with native_threads(SOLVE_THREADS):
+        return _solve_scipy(system, mu)
+
+
+def _solve_scipy(system: LinearSystem, mu: np.ndarray) -> np.ndarray:
     nf, w = system.n_free, system.kd + 1
     bands = np.zeros((mu.shape[0], nf * w))
     bands[:, system.band_index] = (system.band_op @ mu.T).T
