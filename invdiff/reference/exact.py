@@ -13,10 +13,13 @@ Everything is computed in float64 and returned in the caller's dtype and device.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from invdiff.checks import as_batch, check_finite, randn
 from invdiff.errors import ConfigError
+from invdiff.interfaces import ReferencePosterior, ReferenceResult
 
 
 class LinearGaussianPosterior:
@@ -143,3 +146,28 @@ def exact_posterior(prior, forward_model, noise_model) -> LinearGaussianPosterio
         x_shape,
         tuple(forward_model.output_shape(x_shape)),
     )
+
+
+class LinearGaussianReference(ReferencePosterior):
+    """The reference ``linear-gaussian``: the closed form :func:`exact_posterior` as a
+    registered reference (mean and std of every measurement, exact samples on request)."""
+
+    def __init__(self, n_samples: int = 0) -> None:
+        self.n_samples = n_samples
+
+    def fits(self, prior, forward_model, noise_model) -> str | None:
+        try:
+            exact_posterior(prior, forward_model, noise_model)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    def __call__(self, prior, forward_model, noise_model, y, y_clean=None) -> ReferenceResult:
+        t0 = time.perf_counter()
+        post = exact_posterior(prior, forward_model, noise_model)
+        mean = post.mean(y.double())
+        samples = (post.sample(y.double(), self.n_samples, torch.Generator().manual_seed(0))
+                   if self.n_samples else None)
+        return ReferenceResult(index=list(range(len(y))), mean=mean,
+                               std=post.std.to(mean).expand_as(mean), samples=samples,
+                               seconds=(time.perf_counter() - t0) / len(y))

@@ -24,6 +24,8 @@ class GaussianFieldPrior(Prior):
     its eigendecomposition, computed once in float64.
     """
 
+    reference = "linear-gaussian"  # exact with a linear forward model and absolute Gaussian noise
+
     def __init__(
         self,
         n: int = 16,

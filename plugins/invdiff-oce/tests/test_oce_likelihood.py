@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from invdiff_elasticity.mcmc import ParameterPosterior
 from invdiff_oce.circular import phase_resultant
 from invdiff_oce.forward import OCEPhaseForward
 from invdiff_oce.likelihood import (
@@ -23,6 +22,7 @@ from invdiff_oce.reference import orientation_period, reference_posterior
 from invdiff_oce.spheroid import NAMES, TumourSpheroidPrior
 
 from invdiff.errors import ConfigError, DataError
+from invdiff.mcmc import ParameterPosterior
 
 N = 16
 NOISE = OCEPhaseNoise(speckle_smoothing=0.0)
