@@ -82,6 +82,9 @@ class SamplingConfig(Section):
     )
     n_samples: int = Field(100, ge=2)
     seed: int = 1
+    reference: ComponentSpec | None = Field(
+        None, description="reference posterior to compare with (kind 'reference'; name 'none': "
+                          "no comparison); default: the one the prior names")
 
 
 class OutputConfig(Section):
@@ -179,6 +182,9 @@ def component_specs(cfg: ExperimentConfig) -> dict[str, tuple[str, ComponentSpec
         "problem.noise_model": ("noise_model", cfg.problem.noise_model),
         "net": ("score_net", cfg.net),
         "sampling.sampler": ("sampler", cfg.sampling.sampler),
+        **({"sampling.reference": ("reference", cfg.sampling.reference)}
+           if cfg.sampling.reference is not None and cfg.sampling.reference.name != "none"
+           else {}),
     }
 
 

@@ -280,7 +280,7 @@ class ParameterMCMCReference(ReferencePosterior):
             info={"rhat_max": float(max(r["rhat_max"] for r in rows)),
                   "ess_min": float(min(r["ess_min"] for r in rows)),
                   "solves": float(np.mean([r["solves"] for r in rows])),
-                  "steps": self.n_steps, "walkers": self.n_walkers})
+                  "steps": self.n_steps, "walkers": self.n_walkers, "sampled": True})
 
     def _chain(self, prior: Any, forward_model: Any, noise_model: Any, y: torch.Tensor,
                y_clean: torch.Tensor | None, m: int) -> dict[str, np.ndarray]:

@@ -1,16 +1,20 @@
-"""Study presets: one TOML file says what to run at which scale (``configs/study/*.toml``).
+"""Study presets: one TOML file says what to run at which scale.
 
-A preset holds the matrix (problems x nets x samplers) and, per problem, the pieces of an
-:class:`~invdiff.config.ExperimentConfig`. The experiment of a cell is built by deep-merging,
-in order: the preset's ``base`` section, the problem's ``experiment`` section, the net, and the
-training noise level (written into ``problem.noise_model.params[noise_param]``). Every preset
-goes through this same code; presets differ only in numbers.
+The presets ``smoke``, ``cpu`` and ``gpu`` ship inside the package (``invdiff/presets/``); any
+other TOML file of the same schema works too. A preset holds the matrix (problems x nets x
+samplers) and, per problem, the pieces of an :class:`~invdiff.config.ExperimentConfig`. The
+experiment of a cell is built by deep-merging, in order: the preset's ``base`` section, the
+problem's ``experiment`` section, the net, and the training noise level (written into
+``problem.noise_model.params[noise_param]``). Every preset goes through this same code; presets
+differ only in numbers. Nets and samplers are registry names, so any installed plugin's
+component joins the matrix with one table entry (or one ``--set 'samplers.NAME={}'``).
 """
 
 from __future__ import annotations
 
 import copy
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,37 +30,29 @@ from invdiff.config import (
     parse_config,
 )
 from invdiff.errors import ConfigError, UnknownComponentError
-from invdiff.pipeline import deep_update  # the pipeline's merge of config tables
+from invdiff.pipeline import build_problem, deep_update  # the pipeline's merge of tables
 from invdiff.plugins import get_registry, validate_params
 
 CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-class MCMCSpec(Section):
-    """An MCMC reference (elasticity, OCE): how many held-out measurements get one, and its size."""
-
-    n_ref: int = Field(2, ge=1, description="held-out measurements with an MCMC reference")
-    steps: int = Field(2000, ge=2)
-    walkers: int = Field(32, ge=4)
-
-
 class ProblemSpec(Section):
     """One problem of the matrix.
 
-    ``reference``: what the posterior is measured against besides the truth: ``exact`` (the
-    linear-Gaussian closed form), ``mcmc`` (the inclusion-parameter MCMC of invdiff-elasticity),
-    ``mcmc-oce`` (the spheroid-parameter MCMC of invdiff-oce, exact for unsmoothed speckle),
-    ``algebraic`` (the OCE stress/strain estimate: a point estimate, no std) or ``none``.
+    ``reference``: the registered reference posterior (kind ``"reference"``) the samples are
+    measured against besides the truth, ``{ name = ..., params = {...} }``; unset: the one the
+    prior names (its ``reference`` attribute) with its default parameters; ``"none"``: none.
+    ``invdiff.available("reference")`` lists them (e.g. ``linear-gaussian``, ``inclusion-mcmc``,
+    ``spheroid-mcmc``, ``oce-algebraic``).
     ``noise_param``: the key of ``problem.noise_model.params`` that ``noise_levels`` set; one
     model is trained per level and tested at the same level, plus the (train, test) pairs of
     ``misspecified``.
     """
 
-    reference: Literal["exact", "mcmc", "mcmc-oce", "algebraic", "none"] = "none"
+    reference: ComponentSpec | Literal["none"] | None = None
     noise_param: str
     noise_levels: list[float] = Field(min_length=1)
     misspecified: list[tuple[float, float]] = Field(default_factory=list)
-    mcmc: MCMCSpec = Field(default_factory=MCMCSpec)
     experiment: dict[str, Any]
 
     @model_validator(mode="after")
@@ -65,18 +61,6 @@ class ProblemSpec(Section):
             if train not in self.noise_levels:
                 raise ValueError(f"misspecified pair trains at {train}, which is not one of "
                                  f"noise_levels {self.noise_levels}: add it there")
-        if self.reference == "mcmc" and self.noise_param != "level":
-            raise ValueError("the MCMC reference models relative Gaussian noise: noise_param "
-                             f"must be 'level' (the gaussian noise model's), not "
-                             f"{self.noise_param!r}")
-        if self.reference == "mcmc-oce":
-            spec = self.experiment.get("problem", {}).get("noise_model", {})
-            noise = get_registry().create("noise_model", spec.get("name", "oce-phase-noise"),
-                                          **spec.get("params", {}))
-            if not getattr(noise, "independent_pixels", False):
-                raise ValueError("the mcmc-oce reference has the exact likelihood only for "
-                                 "unsmoothed speckle: set the noise model's "
-                                 "speckle_smoothing = 0.0 (or speckle = false)")
         return self
 
 
@@ -92,7 +76,7 @@ class PeerSpec(Section):
 
 class Preset(Section):
     name: str
-    out: str | None = Field(None, description="results folder; default docs/results/study/NAME")
+    out: str | None = Field(None, description="results folder; default RUNS/results")
     runs: str = Field(description="pipeline run folders (data, checkpoints); reruns resume")
     device: str = "cpu"
     threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default)")
@@ -110,7 +94,7 @@ class Preset(Section):
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out or f"docs/results/study/{self.name}")
+        return Path(self.out) if self.out else Path(self.runs) / "results"
 
     def run_dir(self, problem: str, noise: float, net: str | None = None) -> Path:
         """Folder of the data at one training noise level, and of each net's run inside it."""
@@ -142,33 +126,78 @@ class Preset(Section):
         return pairs + [p for p in spec.misspecified if p not in pairs]
 
 
-def load_preset(name_or_path: str | Path, root: Path | None = None,
-                overrides: list[str] | None = None) -> Preset:
-    """A preset by name (``configs/study/NAME.toml`` under ``root``) or by path, with
-    ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied."""
+    def reference_spec(self, problem: str, prior: Any) -> ComponentSpec | None:
+        """The reference posterior of ``problem`` (see :class:`ProblemSpec`), or None."""
+        ref = self.problems[problem].reference
+        if ref == "none":
+            return None
+        if ref is None:
+            name = getattr(prior, "reference", None)
+            return ComponentSpec(name=name) if name else None
+        return ref
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with invdiff (``invdiff/presets/*.toml``)."""
+    folder = resources.files("invdiff").joinpath("presets")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset_text(name_or_path: str | Path) -> tuple[str, str]:
+    """(TOML text, source name) of a shipped preset NAME or of a TOML file."""
     path = Path(name_or_path)
-    if not path.suffix:
-        path = (root or Path.cwd()) / "configs" / "study" / f"{name_or_path}.toml"
-    if not path.exists():
-        known = sorted(p.stem for p in path.parent.glob("*.toml")) if path.parent.exists() else []
-        raise ConfigError(f"no study preset at {path}; known presets: {', '.join(known) or '-'}")
+    if path.suffix or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"no study preset file at {path}; shipped presets: "
+                              f"{', '.join(preset_names())}")
+        return path.read_text(), str(path)
+    if str(name_or_path) not in preset_names():
+        raise ConfigError(f"unknown study preset {str(name_or_path)!r}; known presets: "
+                          f"{', '.join(preset_names())} (or give a TOML file)")
+    res = resources.files("invdiff").joinpath("presets", f"{name_or_path}.toml")
+    return res.read_text(), f"preset {name_or_path}"
+
+
+def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) -> Preset:
+    """A shipped preset by name (``smoke``, ``cpu``, ``gpu``) or a TOML file, with
+    ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied; components, sampler
+    parameters and references are checked before any work starts."""
+    text, source = read_preset_text(name_or_path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     data = apply_overrides(data, overrides or [])
     try:
         preset = Preset.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
+        raise ConfigError(format_validation_error(exc, source)) from None
+    reg = get_registry()
     for problem, spec in preset.problems.items():  # fail before any work, naming the field
         for net in preset.nets:
             cfg = preset.experiment(problem, spec.noise_levels[0], net)
-            check_components(cfg, f"{path}: problems.{problem} with net {net}")
-    reg = get_registry()
+            check_components(cfg, f"{source}: problems.{problem} with net {net}")
+        _check_reference(preset, problem, source)
     for name, params in preset.samplers.items():
         try:
             validate_params(reg.get("sampler", name), params)
         except (ConfigError, UnknownComponentError) as exc:
-            raise ConfigError(f"{path}: samplers.{name}: {exc}") from None
+            raise ConfigError(f"{source}: samplers.{name}: {exc}") from None
     return preset
+
+
+def _check_reference(preset: Preset, problem: str, source: str) -> None:
+    """The problem's reference exists, takes its parameters and fits the problem."""
+    cfg = preset.experiment(problem, preset.problems[problem].noise_levels[0])
+    prior, fwd, noise = build_problem(cfg)
+    spec = preset.reference_spec(problem, prior)
+    if spec is None:
+        return
+    where = f"{source}: problems.{problem}.reference"
+    try:
+        ref = get_registry().create("reference", spec.name, **spec.params)
+    except (ConfigError, UnknownComponentError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    why = ref.fits(prior, fwd, noise)
+    if why is not None:
+        raise ConfigError(f"{where}: {spec.name} does not fit this problem: {why}")
