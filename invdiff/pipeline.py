@@ -141,7 +141,7 @@ def run_sample(
 ) -> dict[str, Any]:
     """Sample the posterior of each held-out measurement; write metrics and figures."""
     from invdiff.checkpoint import load_model
-    from invdiff.metrics import posterior_metrics, reference_moments
+    from invdiff.metrics import sample_metrics
     from invdiff.posterior import sample_posterior
 
     paths = output_paths(cfg)
@@ -159,25 +159,53 @@ def run_sample(
     post.save(paths["posterior"])
 
     samples = post.samples.cpu()
-    ref = reference_moments(*build_problem(cfg), test.y)
-    ref_mean, ref_std = (ref[0], ref[1]) if ref else (None, None)
-    metrics = posterior_metrics(samples, test.x, ref_mean, ref_std)
+    ref, note = _reference(cfg, test, progress)
+    metrics = sample_metrics(samples, test.x, ref)
     metrics.update({"sampler": s.sampler.name, "n_samples": s.n_samples,
                     "n_measurements": len(test), "nfe": post.nfe,
-                    "seconds": post.seconds, "reference": ref[2] if ref else None,
+                    "seconds": post.seconds, "reference": ref.kind if ref else None,
                     "checkpoint": str(ckpt)})
+    if ref is not None:
+        metrics.update({"ref_measurements": ref.index, "ref_seconds": ref.seconds,
+                        **{f"ref_{k}": v for k, v in ref.info.items()
+                           if isinstance(v, int | float | str)}})
+    if note:
+        metrics["reference_note"] = note
     atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2))
     if cfg.output.figures:
         from invdiff.figures import posterior_figure
 
+        at = {m: k for k, m in enumerate(ref.index)} if ref is not None else {}
         for m in range(min(len(test), 4)):
+            k = at.get(m)
             posterior_figure(
                 paths["figures"] / f"posterior_{m}.png", test.x[m], test.y[m], samples[m],
-                None if ref_mean is None else ref_mean[m],
-                None if ref_std is None else ref_std[m],
+                None if k is None else ref.mean[k],
+                None if k is None or ref.std is None else ref.std[k],
                 title=f"{cfg.name}: held-out measurement {m} ({s.sampler.name}, "
                       f"{post.nfe} score evaluations)")
     return metrics
+
+
+def _reference(cfg: ExperimentConfig, test: Dataset, progress: bool) -> tuple[Any, str]:
+    """The reference posterior of the held-out measurements (the config's
+    ``sampling.reference``, else the prior's own), MCMC chains cached in ``<out>/references``;
+    and a note when the prior's reference does not fit this problem (a reference the config
+    names must fit: that is an error)."""
+    from invdiff.evaluation.references import config_reference, reference_on
+
+    problem = build_problem(cfg)
+    spec = config_reference(cfg, problem[0])
+    if spec is not None:
+        spec = spec.model_copy(update={"params": _with_progress(
+            "reference", spec.name, dict(spec.params), progress)})
+    try:
+        return reference_on(spec, problem, test.y, test.y_clean,
+                            cache=cfg.out_dir / "references"), ""
+    except ConfigError as exc:
+        if cfg.sampling.reference is not None:
+            raise ConfigError(f"sampling.reference: {exc}") from None
+        return None, str(exc)
 
 
 def _with_progress(kind: str, name: str, params: dict[str, Any], progress: bool) -> dict:

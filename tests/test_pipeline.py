@@ -10,7 +10,7 @@ import torch
 from invdiff import pipeline
 from invdiff.cli import main
 from invdiff.config import load_config
-from invdiff.errors import CheckpointError
+from invdiff.errors import CheckpointError, ConfigError
 
 TINY = """
 name = "tiny"
@@ -71,13 +71,64 @@ def test_stages_write_their_files_and_resume(cfg_path, tmp_path, fresh_registry)
     again = pipeline.run_train(cfg, progress=False)  # resumes at step 6: nothing to do
     assert again["steps"] == 6
     metrics = pipeline.run_sample(cfg, progress=False)
-    assert metrics["reference"] == "exact" and metrics["n_measurements"] == 2
+    assert metrics["reference"] == "linear-gaussian" and metrics["n_measurements"] == 2
     assert metrics["nfe"] == 6 * 2 + 1  # L levels x T steps + final denoising
     for key in ("rmse_truth", "rmse_ref", "std_ratio", "coverage_90"):
         assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
+    # the reference is the closed form: its own error, recomputed independently
+    from invdiff.data import load_dataset
+    from invdiff.reference import exact_posterior
+
+    test = load_dataset(out / "data" / "test.npz")
+    exact = exact_posterior(*pipeline.build_problem(cfg)).mean(test.y.double())
+    err = float((exact.float().double() - test.x.double()).square().mean().sqrt())
+    assert metrics["ref_rmse_truth"] == pytest.approx(err, rel=1e-6)
+    assert metrics["ref_measurements"] == [0, 1]
     assert json.loads((out / "metrics.json").read_text())["nfe"] == metrics["nfe"]
     assert (out / "posterior.npz").exists() and (out / "figures" / "posterior_0.png").exists()
     assert len(final) > 0
+
+
+def test_sample_compares_with_the_mcmc_reference_the_prior_names(tmp_path, fresh_registry):
+    """A parametric prior (circular inclusion) names inclusion-mcmc; run_sample writes the
+    comparison on the first n_ref measurements, and the chain equals a direct one."""
+    text = TINY.format(out=tmp_path / "el").replace(
+        'name = "gaussian-field"\nparams = { n = 8, length_scale = 0.15 }',
+        'name = "circular-inclusion"\nparams = { n = 8 }').replace(
+        'name = "blur"\nparams = { n = 8, blur = 1.0, mask_fraction = 0.6 }',
+        'name = "elasticity-fem"\nparams = { grid = 8 }').replace(
+        "params = { std = 0.05 }", "params = { level = 0.05 }").replace(
+        "steps = 6\n", "steps = 2\n").replace("[output]", """[sampling.reference]
+name = "inclusion-mcmc"
+params = { n_ref = 1, n_steps = 8, n_walkers = 10 }
+[output]
+figures = false""")
+    path = tmp_path / "el.toml"
+    path.write_text(text)
+    cfg = load_config(path)
+    pipeline.run_train(cfg, progress=False)
+    metrics = pipeline.run_sample(cfg, progress=False)
+    assert metrics["reference"] == "inclusion-mcmc" and metrics["ref_measurements"] == [0]
+    assert metrics["ref_steps"] == 8 and metrics["std_ratio"] > 0
+    from invdiff_elasticity.mcmc import reference_posterior, relative_noise_std
+
+    from invdiff.data import load_dataset
+
+    test = load_dataset(tmp_path / "el" / "data" / "test.npz")
+    prior, fem, _ = pipeline.build_problem(cfg)
+    direct = reference_posterior(test.y[0], relative_noise_std(test.y_clean[0], 0.05), prior,
+                                 fem, n_steps=8, n_walkers=10, seed=0)
+    err = float((direct.mean_field.float().double() - test.x[0, 0].double()).square().mean()
+                .sqrt())
+    assert metrics["ref_rmse_truth"] == pytest.approx(err, rel=1e-6)
+    assert list((tmp_path / "el" / "references").glob("*.npz"))  # the chain is cached
+
+
+def test_a_named_reference_that_does_not_fit_is_an_error(cfg_path, fresh_registry):
+    cfg = load_config(cfg_path, overrides=['sampling.reference={ name = "inclusion-mcmc" }'])
+    pipeline.run_train(cfg, progress=False)
+    with pytest.raises(ConfigError, match="sampling.reference: .*not parametric"):
+        pipeline.run_sample(cfg, progress=False)
 
 
 def test_cli_run(cfg_path, tmp_path, capsys, fresh_registry, torch_device):
