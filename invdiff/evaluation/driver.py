@@ -21,7 +21,7 @@ from invdiff.errors import ConfigError
 from invdiff.runtime import torch_threads
 
 from .peer import run_peer
-from .preset import Preset, load_preset
+from .preset import Preset, check_fits, load_preset
 from .report import write_all
 from .runner import StudyResult, run_problem
 
@@ -59,6 +59,8 @@ def study(
     result = StudyResult()
     start = time.perf_counter()
     with torch_threads(preset.threads):
+        for problem in problems:  # a reference that does not fit fails before any work
+            check_fits(preset, problem)
         for problem in problems:
             run_problem(preset, problem, result, log, progress=not quiet)
         peer_note = None

@@ -161,7 +161,8 @@ def read_preset_text(name_or_path: str | Path) -> tuple[str, str]:
 def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) -> Preset:
     """A shipped preset by name (``smoke``, ``cpu``, ``gpu``) or a TOML file, with
     ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied; components, sampler
-    parameters and references are checked before any work starts."""
+    parameters and reference names are checked; :func:`check_fits` checks that each reference
+    fits its problem (it builds the problems, which can take a while at large sizes)."""
     text, source = read_preset_text(name_or_path)
     try:
         data = tomllib.loads(text)
@@ -187,17 +188,27 @@ def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) ->
 
 
 def _check_reference(preset: Preset, problem: str, source: str) -> None:
-    """The problem's reference exists, takes its parameters and fits the problem."""
+    """The problem's reference exists and takes its parameters (building nothing: whether it
+    fits the problem is checked by :func:`check_fits`, which builds the problem)."""
+    ref = preset.problems[problem].reference
+    if not isinstance(ref, ComponentSpec):
+        return
+    try:
+        validate_params(get_registry().get("reference", ref.name), ref.params)
+    except (ConfigError, UnknownComponentError) as exc:
+        raise ConfigError(f"{source}: problems.{problem}.reference: {exc}") from None
+
+
+def check_fits(preset: Preset, problem: str) -> None:
+    """The problem's reference fits it (e.g. the spheroid MCMC needs unsmoothed speckle);
+    builds the problem's components once, so the study calls it before any work."""
     cfg = preset.experiment(problem, preset.problems[problem].noise_levels[0])
     prior, fwd, noise = build_problem(cfg)
     spec = preset.reference_spec(problem, prior)
     if spec is None:
         return
-    where = f"{source}: problems.{problem}.reference"
-    try:
-        ref = get_registry().create("reference", spec.name, **spec.params)
-    except (ConfigError, UnknownComponentError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    ref = get_registry().create("reference", spec.name, **spec.params)
     why = ref.fits(prior, fwd, noise)
     if why is not None:
-        raise ConfigError(f"{where}: {spec.name} does not fit this problem: {why}")
+        raise ConfigError(f"preset {preset.name}: problems.{problem}.reference: {spec.name} "
+                          f"does not fit this problem: {why}")
