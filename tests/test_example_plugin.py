@@ -139,3 +139,11 @@ def test_example_sampler_in_the_whole_smoke_study(site_dir, tmp_path):
     for problem in ("reference", "elasticity", "oce"):
         assert "example-euler" in by_problem[problem]
         assert {"annealed-langevin", "predictor-corrector"} <= by_problem[problem]
+
+
+def test_the_guide_shows_the_example_source_as_it_is():
+    """docs/writing-plugins.md quotes the example's params, plugin and components modules."""
+    guide = (ROOT / "docs" / "writing-plugins.md").read_text()
+    for name in ("params", "plugin", "components"):
+        source = (EXAMPLE / "invdiff_example" / f"{name}.py").read_text()
+        assert f"```python\n{source}```" in guide, name
