@@ -118,7 +118,11 @@ class SampleResult:
 
 
 class Sampler(abc.ABC):
-    """Draws posterior samples from a score function on a decreasing noise ladder."""
+    """Draws posterior samples from a score function on a decreasing noise ladder.
+
+    Optional attribute ``steps_per_level``: Langevin steps per noise level; when a sampler has
+    it, the ladder heuristic (:func:`invdiff.sigmas.suggest`) sizes the ladder for it.
+    """
 
     @abc.abstractmethod
     def sample(

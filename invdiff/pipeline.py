@@ -77,7 +77,10 @@ def make_ladder(cfg: ExperimentConfig, train: Dataset) -> tuple[torch.Tensor, li
     from invdiff.training import training_normalization
 
     lad = cfg.ladder
-    steps = int(cfg.sampling.sampler.params.get("steps_per_level", 5))
+    # T of the NCSNv2 rule: the sampler's Langevin steps per level where it declares them
+    # (Sampler.steps_per_level), else the rule's default 5
+    spec = cfg.sampling.sampler
+    steps = int(getattr(create("sampler", spec.name, **spec.params), "steps_per_level", 5))
     x_n = training_normalization(train, cfg.training_config()).normalize_x(train.x)
     sug = suggest(x_n, sigma_L=lad.sigma_L, steps_per_level=steps)
     sigma_1 = lad.sigma_1 if lad.sigma_1 is not None else sug.sigma_1

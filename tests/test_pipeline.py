@@ -173,3 +173,28 @@ def test_ladder_is_suggested_in_the_units_the_net_trains_in(cfg_path):
                                                                 .normalize_x(x)))
     assert float(log[0]) == pytest.approx(max_pairwise_distance(std_log), rel=1e-5)
     assert float(log[0]) < 0.8 * float(lin[0])
+
+
+@pytest.mark.parametrize("sampler, params, steps", [
+    ("annealed-langevin", "{ steps_per_level = 2 }", 2),  # the sampler declares T
+    ("predictor-corrector", "{}", 5),  # no Langevin steps per level: the rule's default
+])
+def test_ladder_heuristic_sizes_the_ladder_for_the_sampler(tmp_path, fresh_registry, sampler,
+                                                           params, steps):
+    from invdiff.data import load_dataset
+    from invdiff.sigmas import suggest
+    from invdiff.training import training_normalization
+
+    old = 'name = "annealed-langevin"\nparams = { steps_per_level = 2 }'
+    text = TINY.format(out=tmp_path / "run").replace("sigma_1 = 5.0\n", "").replace(
+        "n_levels = 6\n", "").replace(old, f'name = "{sampler}"\nparams = {params}')
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    cfg = load_config(path)
+    pipeline.run_simulate(cfg, progress=False)
+    train = load_dataset(tmp_path / "run" / "data" / "train.npz")
+    sigmas, reasoning = pipeline.make_ladder(cfg, train)
+    x_n = training_normalization(train, cfg.training_config()).normalize_x(train.x)
+    sug = suggest(x_n, sigma_L=0.05, steps_per_level=steps)
+    assert len(sigmas) == sug.n_levels and reasoning == sug.reasoning
+    assert f"with T = {steps} steps per level" in reasoning[-1]  # the Langevin step rule
