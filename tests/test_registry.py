@@ -188,3 +188,29 @@ def test_plugin_table_rows(fake_entry_points, monkeypatch):
     assert rows["good"]["kinds"] == ["prior"]
     assert rows["good"]["components"][0]["name"] == "good-prior"
     assert rows["reference"]["kinds"] == ["forward_model", "noise_model", "prior", "reference"]
+
+
+def test_parameter_defaults_are_written_once_or_agree(fresh_registry):
+    """Every registered component: its parameter model's defaults equal its factory's."""
+    from invdiff.testing import check_param_defaults
+
+    check_param_defaults()
+
+
+def test_drifted_defaults_are_named(fresh_registry):
+    from invdiff.testing import param_default_mismatches
+
+    class DriftParams(Params):
+        width: int = Field(3, ge=1)
+        ranges: tuple[float, float] = (0.0, 1.0)
+
+    def drift_prior(width=4, ranges=[0.0, 1.0]):  # noqa: B006 - the list equals the tuple
+        return None
+
+    mod = types.ModuleType("drift_plugin")
+    mod.register_priors = hookimpl(lambda register: register("drift", drift_prior,
+                                                             DriftParams))
+    plugins.get_registry().add_plugin(mod, name="drift")
+    assert param_default_mismatches("prior", "drift") == [
+        "prior 'drift': width defaults to 3 in DriftParams but 4 in "
+        "test_drifted_defaults_are_named.<locals>.drift_prior"]
