@@ -23,7 +23,7 @@ test: install  ## the default test run (fast; slow end-to-end tests excluded)
 test-slow: install  ## the slow end-to-end tests, accuracy bars included (CI; about 22 minutes)
 	$(BIN)/pytest -m slow; rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
 
-test-bars: install  ## only the issue-level accuracy bars on a CPU budget (about 15 minutes)
+test-bars: install  ## only the accuracy bars on a CPU budget (about 15 minutes)
 	$(BIN)/pytest -m bar
 
 lint: install

@@ -1,4 +1,4 @@
-"""Issue 4's bar, end to end (slow): a U-Net trained on this CPU learns the reference
+"""The accuracy bar, end to end (slow): a U-Net trained on this CPU learns the reference
 posterior. 16 x 16 Gaussian field, blur 1.5 px, half the pixels masked at random, 5% noise;
 20 held-out measurements compared with the closed-form posterior.
 
