@@ -124,8 +124,20 @@ figures = false""")
     assert list((tmp_path / "el" / "references").glob("*.npz"))  # the chain is cached
 
 
+def test_a_prior_reference_that_does_not_fit_is_a_note(cfg_path, fresh_registry):
+    """gaussian-field names the closed form, which relative noise rules out: no comparison,
+    and metrics.json says why."""
+    cfg = load_config(cfg_path, overrides=["problem.noise_model.params={ level = 0.05 }",
+                                           "output.figures=false", "training.steps=2"])
+    pipeline.run_train(cfg, progress=False)
+    metrics = pipeline.run_sample(cfg, progress=False)
+    assert metrics["reference"] is None and "rmse_ref" not in metrics
+    assert "absolute std" in metrics["reference_note"]
+
+
 def test_a_named_reference_that_does_not_fit_is_an_error(cfg_path, fresh_registry):
-    cfg = load_config(cfg_path, overrides=['sampling.reference={ name = "inclusion-mcmc" }'])
+    cfg = load_config(cfg_path, overrides=['sampling.reference={ name = "inclusion-mcmc" }',
+                                           "training.steps=2", "output.figures=false"])
     pipeline.run_train(cfg, progress=False)
     with pytest.raises(ConfigError, match="sampling.reference: .*not parametric"):
         pipeline.run_sample(cfg, progress=False)
