@@ -119,15 +119,36 @@ def _study_rows(site_dir, tmp_path, *extra):
         return list(csv.DictReader(fh))
 
 
-def test_example_sampler_joins_the_study_with_one_set(site_dir, tmp_path):
-    """`invdiff study smoke --set 'samplers.example-euler={}'` (one problem and net here, to
-    stay fast): the plugin's rows sit beside the built-in samplers', scored the same way."""
-    rows = _study_rows(site_dir, tmp_path, "--only", "reference", "--nets", "unet", "--no-peer")
+def _check_euler_rows(rows):
     samplers = {r["sampler"] for r in rows}
     assert samplers == {"annealed-langevin", "predictor-corrector", "example-euler"}
     euler = next(r for r in rows if r["sampler"] == "example-euler")
     assert euler["reference"] == "linear-gaussian" and int(euler["nfe"]) == 4 + 1
     assert 0 <= float(euler["coverage_90"]) <= 1 and float(euler["std_ratio"]) > 0
+
+
+def test_example_sampler_joins_the_study_with_one_set(tmp_path, monkeypatch, fresh_registry):
+    """The study with the example plugin's sampler added by one override (one problem and
+    net, in this process: the plugin module registered like an entry point)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    import importlib
+
+    from invdiff import plugins
+    from invdiff.evaluation import study
+
+    plugins.get_registry().add_plugin(importlib.import_module("invdiff_example.plugin"),
+                                      name="example", distribution="invdiff-example")
+    study("smoke", out=tmp_path / "out", runs=tmp_path / "runs", only=["reference"],
+          nets=["unet"], peer=False, quiet=True, overrides=["samplers.example-euler={}"])
+    with open(tmp_path / "out" / "results.csv", newline="") as fh:
+        _check_euler_rows(list(csv.DictReader(fh)))
+
+
+@pytest.mark.slow
+def test_example_sampler_joins_the_study_from_its_entry_point(site_dir, tmp_path):
+    """The same through the installed entry point and the command line."""
+    _check_euler_rows(_study_rows(site_dir, tmp_path, "--only", "reference", "--nets", "unet",
+                                  "--no-peer"))
 
 
 @pytest.mark.slow
