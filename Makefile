@@ -32,8 +32,11 @@ lint: install
 demo: install  ## simulate, train, sample on the embedded default; figures + metrics in runs/demo
 	$(BIN)/invdiff demo --out runs/demo
 
-bench: install  ## benchmark scripts; results go to docs/results/
-	$(BIN)/pytest benchmarks --benchmark-only
+bench: install  ## speed benchmarks (simulation, FEM, nets, samplers), each measured side by side
+	$(BIN)/pytest benchmarks/bench_simulate.py --benchmark-only
+	$(BIN)/python benchmarks/bench_fem.py
+	$(BIN)/python benchmarks/bench_nets.py
+	$(BIN)/python benchmarks/bench_samplers.py --quick
 
 clean:
 	rm -rf $(VENV) runs .benchmarks

@@ -3,7 +3,7 @@
 Problems: the reference problem (a cheap linear forward model: workers only add overhead)
 and the elasticity FEM at N = 32 (a few ms per solve: workers pay off).
 
-Run: ``.venv/bin/pytest benchmarks/bench_simulate.py --benchmark-only`` (or ``make bench``);
+Run: ``.venv/bin/pytest benchmarks/bench_simulate.py --benchmark-only`` (part of ``make bench``);
 pairs/s = pairs / mean time (``extra_info``). Results: docs/results/simulate.md.
 """
 

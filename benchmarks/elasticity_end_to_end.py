@@ -25,44 +25,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from invdiff import pipeline
 from invdiff.checkpoint import load_model
-from invdiff.config import load_config
+from invdiff.config import ComponentSpec, load_config
 from invdiff.data import load_dataset
+from invdiff.evaluation.references import reference_on
 from invdiff.figures import posterior_figure
-from invdiff.io import cached_arrays, content_key
-from invdiff.metrics import coverage, rms
+from invdiff.metrics import posterior_metrics, rms
 from invdiff.posterior import sample_posterior
 from invdiff.runtime import torch_threads
 
 SAMPLERS = ("annealed-langevin", "predictor-corrector")
-
-
-def mcmc_reference(cfg, test, m: int, n_steps: int, n_walkers: int) -> dict:
-    """MCMC posterior mean/std fields for held-out pair ``m`` (known noise std, as simulated).
-
-    Cached in ``<output.dir>/references/`` under a digest of the measurement, the chain's size
-    and the problem, so a rerun (e.g. after retraining the net) does not repeat the chain."""
-    from invdiff_elasticity.mcmc import reference_posterior, relative_noise_std
-
-    prior, fem, _ = pipeline.build_problem(cfg)
-    level = cfg.problem.noise_model.params["level"]
-    noise_std = relative_noise_std(test.y_clean[m], level)
-    key = content_key(test.y[m], cfg.problem.model_dump(mode="json"))
-    path = cfg.out_dir / "references" / f"mcmc-{m}-{n_steps}x{n_walkers}-{key}.npz"
-
-    def compute() -> dict[str, np.ndarray]:
-        return reference_posterior(test.y[m], noise_std, prior, fem, n_steps=n_steps,
-                                   n_walkers=n_walkers, seed=m).summary_arrays()
-
-    arrays = cached_arrays(path, compute)
-    return {"mean": torch.from_numpy(arrays["mean"])[None],
-            "std": torch.from_numpy(arrays["std"])[None],
-            "rhat_max": float(arrays["rhat_max"]), "ess_min": float(arrays["ess_min"]),
-            "seconds": float(arrays["seconds"]), "solves": int(arrays["solves"])}
 
 
 def run(config: str, n_ref: int, n_samples: int, mcmc_steps: int, walkers: int,
@@ -82,30 +57,31 @@ def run(config: str, n_ref: int, n_samples: int, mcmc_steps: int, walkers: int,
             gen = torch.Generator().manual_seed(cfg.sampling.seed)
             posts[name] = sample_posterior(model, y, sampler=name, n=n_samples, generator=gen,
                                            progress=False)
+        # the registered reference (cached chains in <output.dir>/references), seed m for pair m
+        spec = ComponentSpec(name="inclusion-mcmc", params={
+            "n_ref": n_ref, "n_steps": mcmc_steps, "n_walkers": walkers})
+        ref = reference_on(spec, pipeline.build_problem(cfg), test.y, test.y_clean,
+                           cache=cfg.out_dir / "references")
         rows = []
         for m in range(n_ref):
-            ref = mcmc_reference(cfg, test, m, mcmc_steps, walkers)
-            truth = test.x[m]
+            truth, ref_mean, ref_std = test.x[m], ref.mean[m], ref.std[m]
             rows.append({"sampler": "MCMC reference", "m": m,
-                         "rmse_truth": rms(ref["mean"] - truth), "rmse_vs_mcmc": 0.0,
+                         "rmse_truth": rms(ref_mean - truth), "rmse_vs_mcmc": 0.0,
                          "std_ratio": 1.0, "std_corr": 1.0, "coverage_90": None,
-                         "nfe_or_solves": ref["solves"], "seconds": ref["seconds"],
-                         "rhat_max": ref["rhat_max"], "ess_min": ref["ess_min"]})
+                         "nfe_or_solves": ref.info["solves"], "seconds": ref.seconds,
+                         "rhat_max": ref.info["rhat_max"], "ess_min": ref.info["ess_min"]})
             for name, post in posts.items():
                 s = post.samples[m]
-                mean, std = s.mean(0), s.std(0)
+                met = posterior_metrics(s[None], truth[None], ref_mean[None], ref_std[None])
                 rows.append({
-                    "sampler": name, "m": m, "rmse_truth": rms(mean - truth),
-                    "rmse_vs_mcmc": rms(mean - ref["mean"]),
-                    "std_ratio": float(std.mean() / ref["std"].mean()),
-                    "std_corr": float(torch.corrcoef(torch.stack(
-                        [std.flatten(), ref["std"].flatten()]))[0, 1]),
-                    "coverage_90": coverage(s[None], truth[None], 0.9),
+                    "sampler": name, "m": m, "rmse_truth": met["rmse_truth"],
+                    "rmse_vs_mcmc": met["rmse_ref"], "std_ratio": met["std_ratio"],
+                    "std_corr": met["std_corr"], "coverage_90": met["coverage_90"],
                     "nfe_or_solves": post.nfe, "seconds": post.seconds / n_ref,
                     "rhat_max": None, "ess_min": None})
                 if figures is not None:
                     posterior_figure(figures / f"{name}_{m}.png", truth, test.y[m], s,
-                                     ref["mean"], ref["std"],
+                                     ref_mean, ref_std,
                                      title=f"{cfg.name}: held-out {m}, {name} vs MCMC")
             print(json.dumps(rows[-3:], default=str), flush=True)
     rows.append({"sampler": "training", "m": None, "seconds": summary["seconds"],

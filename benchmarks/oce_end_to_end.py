@@ -20,12 +20,12 @@ Baselines: the algebraic estimate on the noisy and on the noise-free phase, and 
 training x (what an estimate that ignores y achieves).
 
 Reference posterior (``--reference K``, needs the noise model's ``speckle_smoothing = 0``, e.g.
-configs/oce-spheroid-iid.toml): ensemble MCMC over the 9 spheroid parameters with the exact
-likelihood (``invdiff_oce.reference``) on K held-out cases, alternately wrapped and not; the
-cSDM posterior is compared with it over the body (``invdiff.metrics.posterior_metrics``:
-RMSE between the means, std ratio, correlation of the std fields). Chains are cached in
-``runs/oce-references/`` (``--reference-cache``), keyed by the truth, the physics and the
-held-out seed, so runs that differ only in training or in the encoding of y share them.
+configs/oce-spheroid-iid.toml): the registered reference ``spheroid-mcmc``, ensemble MCMC over
+the 9 spheroid parameters with the exact likelihood, on K held-out cases, alternately wrapped
+and not; the cSDM posterior is compared with it over the body
+(``invdiff.metrics.posterior_metrics``: RMSE between the means, std ratio, correlation of the
+std fields). Chains are cached in ``runs/oce-references/`` (``--reference-cache``), keyed by
+the measurement and the chain settings, so runs that differ only in training share them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from invdiff.config import ExperimentConfig, load_config
+from invdiff.evaluation.runner import use_ema
 from invdiff.pipeline import build_problem, output_paths, run_simulate, run_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,16 +116,6 @@ def compliant_layer(cfg: ExperimentConfig) -> tuple[float, float]:
     return prior.layer_modulus, prior.layer_thickness
 
 
-def pick_weights(choice: str, history_path: Path) -> bool:
-    """True for the EMA weights. ``auto`` compares the last validation losses of the raw and
-    the EMA weights (same fixed validation noise) and takes the lower."""
-    if choice != "auto":
-        return choice == "ema"
-    last = json.loads(history_path.read_text())["history"][-1]
-    raw, ema = last.get("val_loss"), last.get("val_loss_ema")
-    return raw is None or ema is None or ema <= raw
-
-
 # -- metrics ---------------------------------------------------------------------------------
 def inclusion_map(mu: torch.Tensor, rows: int) -> torch.Tensor:
     """Pixels of the body (below the layer) whose modulus differs from the body's median by
@@ -176,47 +167,26 @@ def reference_order(n_cases: int) -> list[int]:
     return [i for pair in zip(range(half), range(half, n_cases), strict=True) for i in pair]
 
 
-def reference_path(cfg: ExperimentConfig, case: dict, m: int, steps: int, walkers: int,
-                   cache: Path) -> Path:
-    """Cache file of held-out case m's chain. The posterior depends on the physics and the
-    measurement, not on how y is encoded for the net: a phasor run (forward output="phasor")
-    shares the chains of its phase twin. Its y is the same draw (same seed) but not the same
-    bits, so the key is the truth, the physics and the held-out seed, which fix the draw (clear
-    the cache if the noise code changes)."""
-    from invdiff.io import content_key
-
-    physics = cfg.problem.model_dump(mode="json")
-    physics["forward_model"]["params"].pop("output", None)
-    key = content_key(case["x"][m], physics, HELD_OUT_SEED)
-    return cache / f"mcmc-{m}-{steps}x{walkers}-{key}.npz"
-
-
 def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: int,
-                    walkers: int, cache: Path) -> dict:
-    """MCMC posterior mean/std fields ``(K, 1, N, N)`` for the held-out cases ``index``,
-    cached by measurement and problem; R-hat, ESS, seconds and solves per case."""
-    from invdiff_oce.likelihood import PhaseErrorTable
-    from invdiff_oce.reference import reference_posterior
+                    walkers: int, cache: Path, seed_offset: int = 0) -> dict:
+    """MCMC posterior mean/std fields ``(K, 1, N, N)`` for the held-out cases ``index``: the
+    registered reference ``spheroid-mcmc`` with seed m (+ ``seed_offset``) for case m, chains
+    cached in ``cache`` by measurement and settings; R-hat, ESS, seconds and solves per case."""
+    from invdiff.config import ComponentSpec
+    from invdiff.evaluation.references import reference_on
 
-    from invdiff.io import cached_arrays
-
-    prior, fwd, noise = build_problem(cfg)
-    table = PhaseErrorTable.lazy(noise, case["y"].shape[-2])
-    rows = []
+    problem = build_problem(cfg)
+    refs = []
     for m in index:
-        path = reference_path(cfg, case, m, steps, walkers, cache)
-
-        def compute(m=m) -> dict:
-            return reference_posterior(case["y"][m], prior, fwd, noise, table(), n_steps=steps,
-                                       n_walkers=walkers, seed=m).summary_arrays()
-
-        rows.append(cached_arrays(path, compute))
-        print(f"reference {m}: R-hat {float(rows[-1]['rhat_max']):.3f}, "
-              f"{float(rows[-1]['seconds']):.0f} s", flush=True)
-    field = lambda k: torch.stack([torch.from_numpy(r[k]) for r in rows])[:, None].double()
-    return {"mean": field("mean"), "std": field("std"),
-            **{k: [float(r[k]) for r in rows] for k in ("rhat_max", "ess_min", "seconds",
-                                                        "solves")}}
+        spec = ComponentSpec(name="spheroid-mcmc", params={
+            "n_ref": 1, "n_steps": steps, "n_walkers": walkers, "seed": m + seed_offset})
+        refs.append(reference_on(spec, problem, case["y"][m:m + 1], cache=cache))
+        print(f"reference {m}: R-hat {refs[-1].info['rhat_max']:.3f}, "
+              f"{refs[-1].seconds:.0f} s", flush=True)
+    return {"mean": torch.cat([r.mean for r in refs]).double(),
+            "std": torch.cat([r.std for r in refs]).double(),
+            **{k: [r.info[k] for r in refs] for k in ("rhat_max", "ess_min", "solves")},
+            "seconds": [r.seconds for r in refs]}
 
 
 def reference_comparison(case: dict, samples: torch.Tensor, ref: dict, index: list[int],
@@ -302,8 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
     layer_mod, thickness = compliant_layer(cfg)
     case = held_out(cfg, args.cases)
     rows = layer_rows(case["x"].shape[-1], thickness)
-    use_ema = pick_weights(args.weights, output_paths(cfg)["history"])
-    model = load_model(output_paths(cfg)["final"], device="cpu", ema=use_ema)
+    ema = use_ema(args.weights, output_paths(cfg)["history"])
+    model = load_model(output_paths(cfg)["final"], device="cpu", ema=ema)
     s = cfg.sampling
     post = sample_posterior(model, case["y"], sampler=s.sampler.name, n=s.n_samples,
                             generator=torch.Generator().manual_seed(s.seed),
@@ -321,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"config": args.config, "steps": train["steps"], "n_train": sim["n_train_val"],
               "parameters": train["parameters"], "n_levels": train["n_levels"],
               "sigma_1": train["sigma_1"], "val_loss_ema": train["val_loss_ema"],
-              "weights": "ema" if use_ema else "raw",
+              "weights": "ema" if ema else "raw",
               "nfe": post.nfe, "sample_s": post.seconds, "n_samples": s.n_samples,
               **timings,
               "summary": {k: summarise(v, case["wraps"]) for k, v in per_case.items()},

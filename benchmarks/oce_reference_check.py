@@ -23,8 +23,6 @@ import oce_end_to_end as e2e  # noqa: E402
 
 def main(argv: list[str]) -> None:
     from invdiff_oce.algebraic import layer_rows
-    from invdiff_oce.likelihood import PhaseErrorTable
-    from invdiff_oce.reference import reference_posterior
 
     from invdiff.pipeline import build_problem
 
@@ -32,15 +30,14 @@ def main(argv: list[str]) -> None:
     args = e2e.parse_args(["--config", str(e2e.ROOT / "configs" / "oce-spheroid-iid.toml")])
     cfg = e2e.configure(args)
     case = e2e.held_out(cfg, args.cases)
-    prior, fwd, noise = build_problem(cfg)
-    table = PhaseErrorTable(noise, case["y"].shape[-2])
+    prior = build_problem(cfg)[0]
     body = np.s_[layer_rows(case["x"].shape[-1], prior.layer_thickness):, :]
     for m in (int(a) for a in argv):
-        first = np.load(e2e.reference_path(cfg, case, m, args.mcmc_steps, args.walkers,
-                                           Path(args.reference_cache)))
-        second = reference_posterior(case["y"][m], prior, fwd, noise, table,
-                                     n_steps=args.mcmc_steps, n_walkers=args.walkers,
-                                     seed=1000 + m).summary_arrays()
+        chains = [e2e.mcmc_references(cfg, case, [m], args.mcmc_steps, args.walkers,
+                                      Path(args.reference_cache), seed_offset=k)
+                  for k in (0, 1000)]  # the cached first chain, and another seed
+        first, second = ({"mean": c["mean"][0, 0].numpy(), "std": c["std"][0, 0].numpy(),
+                          "rhat_max": c["rhat_max"][0]} for c in chains)
         truth = case["x"][m, 0].numpy()
         rms = lambda d: float(np.sqrt((d[body] ** 2).mean()))  # noqa: E731
         corr = np.corrcoef(first["std"][body].ravel(), second["std"][body].ravel())[0, 1]

@@ -93,6 +93,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    import shlex
+
+    from invdiff.evaluation import study
+
+    argv = [args.preset, *(["--out", str(args.out)] if args.out else []),
+            *(["--runs", str(args.runs)] if args.runs else []),
+            *(["--only", *args.only] if args.only else []),
+            *(["--nets", *args.nets] if args.nets else []),
+            *[a for item in args.set for a in ("--set", item)],
+            *(["--no-peer"] if args.no_peer else [])]
+    study(args.preset, out=args.out, runs=args.runs, only=args.only, nets=args.nets,
+          overrides=args.set, peer=not args.no_peer, quiet=args.quiet,
+          command="invdiff study " + " ".join(shlex.quote(a) for a in argv))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="invdiff",
@@ -133,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="elastography of an inclusion (default) or the exact reference problem")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=_cmd_demo)
+
+    sp = sub.add_parser("study", help="benchmark study: problems x nets x samplers against "
+                                      "reference posteriors (resumable)")
+    sp.add_argument("preset", help="a shipped preset (smoke, cpu, gpu) or a preset TOML file")
+    sp.add_argument("--out", help="results folder (default: the preset's, else RUNS/results)")
+    sp.add_argument("--runs", help="folder of data, checkpoints and cached cells (reruns resume)")
+    sp.add_argument("--only", nargs="+", metavar="PROBLEM", help="run only these problems")
+    sp.add_argument("--nets", nargs="+", metavar="NET", help="run only these nets")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a preset value, e.g. --set base.training.steps=600 or add "
+                         "an installed sampler: --set 'samplers.NAME={}' (repeatable)")
+    sp.add_argument("--no-peer", action="store_true", help="skip the sbi NPSE peer")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars or cell lines")
+    sp.set_defaults(func=_cmd_study)
     return p
 
 

@@ -93,6 +93,9 @@ class SamplingConfig(Section):
     seed: int = 1
     threads: int | None = Field(1, ge=1, description="CPU threads while sampling; None: one "
                                 "per core (see training.threads)")
+    reference: ComponentSpec | None = Field(
+        None, description="reference posterior to compare with (kind 'reference'; name 'none': "
+                          "no comparison); default: the one the prior names")
 
 
 class OutputConfig(Section):
@@ -252,6 +255,9 @@ def component_specs(cfg: ExperimentConfig) -> dict[str, tuple[str, ComponentSpec
         "problem.noise_model": ("noise_model", cfg.problem.noise_model),
         "net": ("score_net", cfg.net),
         "sampling.sampler": ("sampler", cfg.sampling.sampler),
+        **({"sampling.reference": ("reference", cfg.sampling.reference)}
+           if cfg.sampling.reference is not None and cfg.sampling.reference.name != "none"
+           else {}),
     }
 
 

@@ -46,3 +46,8 @@ def register_score_nets(register):
 @hookspec
 def register_samplers(register):
     """Register Sampler components."""
+
+
+@hookspec
+def register_references(register):
+    """Register ReferencePosterior components (exact or MCMC posteriors to measure against)."""

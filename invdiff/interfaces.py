@@ -8,6 +8,8 @@ Shapes are channels-first: one x is ``(C, H, W)``, a batch ``(B, C, H, W)``; lik
 * ``ScoreNet``       s(x, y, sigma) ~ grad_x log p_sigma(x | y), with
                      p_sigma(x | y) = int p(x0 | y) N(x; x0, sigma^2 I) dx0
 * ``Sampler``        draws from p(x | y) given any score callable and a decreasing ladder
+* ``ReferencePosterior``  p(x | y) by a route independent of any network (a closed form, MCMC
+                     over a parametric prior's parameters): what the cSDM is measured against
 
 Concrete components live in plugins; these base classes only fix the contract (and the
 contract kit :mod:`invdiff.testing` checks it). A prior or forward model may also say what its
@@ -38,6 +40,8 @@ __all__ = [
     "Sampler",
     "SampleResult",
     "ScoreFn",
+    "ReferencePosterior",
+    "ReferenceResult",
 ]
 
 
@@ -118,7 +122,11 @@ class SampleResult:
 
 
 class Sampler(abc.ABC):
-    """Draws posterior samples from a score function on a decreasing noise ladder."""
+    """Draws posterior samples from a score function on a decreasing noise ladder.
+
+    Optional attribute ``steps_per_level``: Langevin steps per noise level; when a sampler has
+    it, the ladder heuristic (:func:`invdiff.sigmas.suggest`) sizes the ladder for it.
+    """
 
     @abc.abstractmethod
     def sample(
@@ -133,4 +141,50 @@ class Sampler(abc.ABC):
 
         ``score`` is a :class:`ScoreNet` or any callable with its signature; ``sigmas`` is a
         strictly decreasing 1-D tensor ``sigma_1 > ... > sigma_L``.
+        """
+
+
+@dataclass
+class ReferenceResult:
+    """A reference posterior of some of M measurements.
+
+    index: which measurements (positions in the ``y`` given) it covers, K of them;
+    mean: ``(K, *x_shape)``; std: ``(K, *x_shape)``, or None for a point estimate;
+    samples: ``(K, n, *x_shape)`` where the reference has them (else None);
+    seconds: wall time per measurement; info: extras (R-hat, ESS, forward solves, ...).
+    """
+
+    index: list[int]
+    mean: torch.Tensor
+    std: torch.Tensor | None
+    seconds: float
+    samples: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ReferencePosterior(abc.ABC):
+    """The posterior p(x | y) of a problem computed without a network.
+
+    Registered under the kind ``"reference"``. A prior names the reference that fits it in
+    its attribute ``reference`` (a registry name); a config may name another.
+    """
+
+    def fits(self, prior: Any, forward_model: Any, noise_model: Any) -> str | None:
+        """None if this reference applies to the problem, else why not (one sentence that
+        says what to change)."""
+        return None
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        prior: Any,
+        forward_model: Any,
+        noise_model: Any,
+        y: torch.Tensor,
+        y_clean: torch.Tensor | None = None,
+    ) -> ReferenceResult:
+        """The reference posterior for measurements ``y (M, *y_shape)`` (physical units).
+
+        ``y_clean`` ``(M, *y_shape)``: the noise-free measurements where known (simulated
+        data); a noise model relative to the clean signal needs them for its exact std.
         """

@@ -1,29 +1,61 @@
-"""Posterior accuracy metrics against the truth and against a reference posterior.
+r"""Posterior accuracy: the one set of metrics that ``invdiff sample`` and the study report.
 
-All functions take batches over M measurements: fields ``(M, *x_shape)``, samples
-``(M, n, *x_shape)``, and return plain floats (averaged over measurements) so results are
-JSON-able.
+Shapes: batches over M measurements: fields ``(M, *x_shape)``, samples ``(M, n, *x_shape)``.
+Results are plain floats (pooled over measurements and pixels), so they are JSON-able.
+
+* ``rmse_truth`` = sqrt(mean (m_hat - x)^2) of the posterior mean m_hat against the truth x;
+* ``bias`` = mean (m_hat - x);
+* ``coverage_a`` = fraction of true pixels inside the central a-interval
+  [Q_{(1-a)/2}, Q_{(1+a)/2}] of the samples (quantiles interpolated linearly between order
+  statistics, numpy's default, by sorting: no input-size limit, unlike ``torch.quantile``);
+  a calibrated posterior gives a;
+* against a reference posterior (mean m_r, std s_r): ``rmse_ref`` = RMS(m_hat - m_r),
+  ``std_ratio`` = mean(std) / mean(s_r), ``std_corr`` = Pearson correlation of the std fields,
+  ``mean_err_std`` = RMS((m_hat - m_r) / s_r), and the reference's own ``ref_rmse_truth``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from invdiff.errors import DataError
+from invdiff.posterior import quantile
 
 
 def rms(t: torch.Tensor) -> float:
     return float(t.double().square().mean().sqrt())
 
 
+def check_samples(samples: torch.Tensor, truth: torch.Tensor) -> None:
+    """Samples ``(M, n, *x_shape)`` with n >= 2 against truths ``(M, *x_shape)``."""
+    if samples.dim() < 2 or tuple(samples.shape[:1] + samples.shape[2:]) != tuple(truth.shape):
+        raise DataError(f"samples {tuple(samples.shape)} and truth {tuple(truth.shape)} do not "
+                        f"match: expected samples (M, n, *x_shape) and truth (M, *x_shape)")
+    if samples.shape[1] < 2:
+        raise DataError(f"calibration needs at least 2 samples per measurement, got "
+                        f"{samples.shape[1]}")
+
+
+def coverage_curve(samples: torch.Tensor, truth: torch.Tensor,
+                   levels: Sequence[float]) -> torch.Tensor:
+    """Empirical coverage ``(L,)`` of the central intervals at each nominal level in ``levels``
+    (module docstring), pooled over measurements and pixels."""
+    check_samples(samples, truth)
+    lv = torch.as_tensor(list(levels), dtype=torch.float64)
+    if lv.numel() == 0 or bool(((lv <= 0) | (lv >= 1)).any()):
+        raise DataError(f"coverage levels must lie in (0, 1), got {list(levels)}")
+    q = quantile(samples.double().flatten(2), torch.cat([(1 - lv) / 2, (1 + lv) / 2]).tolist())
+    lo, hi = q[: len(lv)], q[len(lv):]  # (L, M, D) each
+    t = truth.double().flatten(1).to(q.device)
+    return ((t >= lo) & (t <= hi)).double().mean(dim=(1, 2)).cpu()
+
+
 def coverage(samples: torch.Tensor, truth: torch.Tensor, level: float) -> float:
-    """Fraction of pixels whose true value lies in the central ``level`` interval of the
-    samples (a calibrated posterior gives ``level``)."""
-    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
-    q = torch.quantile(samples.double().flatten(2), torch.tensor([lo_q, hi_q],
-                       dtype=torch.float64, device=samples.device), dim=1)
-    t = truth.double().flatten(1)
-    return float(((t >= q[0]) & (t <= q[1])).double().mean())
+    """Coverage of the central ``level`` interval (a calibrated posterior gives ``level``)."""
+    return float(coverage_curve(samples, truth, [level])[0])
 
 
 def posterior_metrics(
@@ -32,13 +64,11 @@ def posterior_metrics(
     ref_mean: torch.Tensor | None = None,
     ref_std: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Metrics of posterior ``samples (M, n, *x_shape)``.
+    """Metrics of posterior ``samples (M, n, *x_shape)`` (module docstring).
 
-    Against the truth ``(M, *x_shape)``: ``rmse_truth`` of the posterior mean, ``coverage_50`` /
-    ``coverage_90`` of the central intervals. Against a reference posterior (mean and std,
-    ``(M, *x_shape)`` or ``x_shape``): ``rmse_ref`` of the mean, ``mean_err_std`` = RMS over
-    pixels of (mean - ref_mean) / ref_std, ``std_ratio`` = mean std / mean ref std,
-    ``std_corr`` = correlation of the std fields, and the reference's own ``ref_rmse_truth``.
+    Against the truth ``(M, *x_shape)``: ``rmse_truth``, ``bias``, ``coverage_50`` /
+    ``coverage_90``. Against a reference mean and std (``(M, *x_shape)`` or ``x_shape``):
+    ``rmse_ref``, ``mean_err_std``, ``std_ratio``, ``std_corr`` and ``ref_rmse_truth``.
     """
     mean = samples.double().mean(1)
     std = samples.double().std(1)
@@ -46,6 +76,7 @@ def posterior_metrics(
     if truth is not None:
         truth = truth.double().to(mean.device)
         out["rmse_truth"] = rms(mean - truth)
+        out["bias"] = float((mean - truth).mean())
         out["coverage_50"] = coverage(samples, truth, 0.5)
         out["coverage_90"] = coverage(samples, truth, 0.9)
     if ref_mean is not None and ref_std is not None:
@@ -60,34 +91,36 @@ def posterior_metrics(
     return out
 
 
+def reference_comparison(samples: torch.Tensor, truth: torch.Tensor, ref: Any
+                         ) -> dict[str, float]:
+    """Posterior samples ``(M, n, *x_shape)`` against a reference posterior ``ref`` (a
+    :class:`~invdiff.interfaces.ReferenceResult`) on the measurements it covers
+    (``ref.index``): ``rmse_truth_refset`` (the samples' mean on those measurements) beside the
+    reference's ``ref_rmse_truth``, ``rmse_ref`` between the means and, if the reference has a
+    std, ``std_ratio`` and ``std_corr``."""
+    sub, t = samples[ref.index], truth[ref.index].to(samples.device)
+    m = sub.double().mean(1)
+    ref_mean = ref.mean.double().to(m.device)
+    out = {"rmse_truth_refset": rms(m - t.double()), "ref_rmse_truth": rms(ref_mean - t.double()),
+           "rmse_ref": rms(m - ref_mean)}
+    if ref.std is not None:
+        full = posterior_metrics(sub, None, ref.mean, ref.std)
+        out.update(std_ratio=full["std_ratio"], std_corr=full["std_corr"])
+    return out
+
+
+def sample_metrics(samples: torch.Tensor, truth: torch.Tensor, ref: Any = None
+                   ) -> dict[str, Any]:
+    """Everything reported for posterior samples of held-out pairs: the metrics against the
+    truth and, given a reference posterior, :func:`reference_comparison`."""
+    out: dict[str, Any] = posterior_metrics(samples, truth.to(samples))
+    if ref is not None:
+        out.update(reference_comparison(samples, truth.to(samples), ref))
+    return out
+
+
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
     a = a.flatten() - a.mean()
     b = b.flatten() - b.mean()
     den = float(a.norm() * b.norm())
     return float((a @ b) / den) if den > 0 else float("nan")
-
-
-def reference_moments(
-    prior: Any, forward_model: Any, noise_model: Any, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, str] | None:
-    """A reference posterior's mean and std for ``y (M, *y_shape)``, or None.
-
-    Exact for linear-Gaussian problems; otherwise a prior may offer
-    ``reference_posterior(y, forward_model, noise_model) -> (mean, std)`` (e.g. MCMC over its
-    parameters).
-    """
-    from invdiff.errors import ConfigError
-    from invdiff.reference import exact_posterior
-
-    try:
-        post = exact_posterior(prior, forward_model, noise_model)
-    except ConfigError:
-        post = None
-    if post is not None:
-        mean = post.mean(y.double())
-        return mean, post.std.expand_as(mean), "exact"
-    hook = getattr(prior, "reference_posterior", None)
-    if hook is not None:
-        mean, std = hook(y, forward_model, noise_model)
-        return mean, std, "prior.reference_posterior"
-    return None

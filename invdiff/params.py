@@ -54,3 +54,15 @@ class LadderParams(Params):
     )
     final_denoise: bool = Field(True, description="end with x + sigma_L^2 s(x, y, sigma_L)")
     progress: bool = Field(True, description="show a progress bar")
+
+
+class MCMCReferenceParams(Params):
+    """Parameters of the MCMC references (:class:`invdiff.mcmc.ParameterMCMCReference`)."""
+
+    n_ref: int = Field(2, ge=1, description="measurements that get a chain (the first n_ref)")
+    n_steps: int = Field(2000, ge=4, description="ensemble steps per chain")
+    n_walkers: int = Field(32, ge=4, description="walkers (even, at least 2 d + 2)")
+    burn_in: int | None = Field(None, ge=0, description="discarded steps (None: n_steps // 2)")
+    seed: int = Field(0, description="chain m uses seed + m")
+    cache: str | None = Field(None, description="folder caching each chain's summary")
+    progress: bool = Field(False, description="show a progress bar per chain")

@@ -94,7 +94,10 @@ def make_ladder(cfg: ExperimentConfig, train: Dataset) -> tuple[torch.Tensor, li
 
     check_training_pairs(train.x, train.y, train.y_clean)  # before the ladder measures x
     lad = cfg.ladder
-    steps = int(cfg.sampling.sampler.params.get("steps_per_level", 5))
+    # T of the NCSNv2 rule: the sampler's Langevin steps per level where it declares them
+    # (Sampler.steps_per_level), else the rule's default 5
+    spec = cfg.sampling.sampler
+    steps = int(getattr(create("sampler", spec.name, **spec.params), "steps_per_level", 5))
     x_n = training_normalization(train, cfg.training_config()).normalize_x(train.x)
     sug = suggest(x_n, sigma_L=lad.sigma_L, steps_per_level=steps)
     sigma_1 = lad.sigma_1 if lad.sigma_1 is not None else sug.sigma_1
@@ -199,7 +202,7 @@ def run_sample(
 
     ``source`` names the config in hints (the CLI passes the path the user typed)."""
     from invdiff.checkpoint import load_model
-    from invdiff.metrics import posterior_metrics, reference_moments
+    from invdiff.metrics import sample_metrics
     from invdiff.posterior import sample_posterior
     from invdiff.report import describe_metrics, field_labels
 
@@ -219,29 +222,57 @@ def run_sample(
     post.save(paths["posterior"])
 
     samples = post.samples.cpu()
-    prior, fwd, noise = build_problem(cfg)
+    prior, fwd, _ = build_problem(cfg)
     labels = field_labels(prior, fwd)  # what x and y are, for metrics.json and the figures
-    ref = reference_moments(prior, fwd, noise, test.y)
-    ref_mean, ref_std = (ref[0], ref[1]) if ref else (None, None)
-    metrics = posterior_metrics(samples, test.x, ref_mean, ref_std)
+    ref, note = _reference(cfg, test, progress)
+    metrics = sample_metrics(samples, test.x, ref)
     metrics.update({"sampler": s.sampler.name, "n_samples": s.n_samples,
                     "n_measurements": len(test), "nfe": post.nfe,
-                    "seconds": post.seconds, "reference": ref[2] if ref else None,
+                    "seconds": post.seconds, "reference": ref.kind if ref else None,
                     "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt),
                     "sampling_config": s.model_dump(mode="json")})
+    if ref is not None:
+        metrics.update({"ref_measurements": ref.index, "ref_seconds": ref.seconds,
+                        **{f"ref_{k}": v for k, v in ref.info.items()
+                           if isinstance(v, int | float | str)}})
+    if note:
+        metrics["reference_note"] = note
     metrics.update(describe_metrics(metrics, labels))
     atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2))
     if cfg.output.figures:
         from invdiff.figures import posterior_figure
 
+        at = {m: k for k, m in enumerate(ref.index)} if ref is not None else {}
         for m in range(min(len(test), 4)):
+            k = at.get(m)
             posterior_figure(
                 paths["figures"] / f"posterior_{m}.png", test.x[m], test.y[m], samples[m],
-                None if ref_mean is None else ref_mean[m],
-                None if ref_std is None else ref_std[m],
+                None if k is None else ref.mean[k],
+                None if k is None or ref.std is None else ref.std[k],
                 title=f"{cfg.name}: held-out measurement {m} ({s.sampler.name}, "
                       f"{post.nfe} score evaluations)", labels=labels)
     return metrics
+
+
+def _reference(cfg: ExperimentConfig, test: Dataset, progress: bool) -> tuple[Any, str]:
+    """The reference posterior of the held-out measurements (the config's
+    ``sampling.reference``, else the prior's own), MCMC chains cached in ``<out>/references``;
+    and a note when the prior's reference does not fit this problem (a reference the config
+    names must fit: that is an error)."""
+    from invdiff.evaluation.references import config_reference, reference_on
+
+    problem = build_problem(cfg)
+    spec = config_reference(cfg, problem[0])
+    if spec is not None:
+        spec = spec.model_copy(update={"params": _with_progress(
+            "reference", spec.name, dict(spec.params), progress)})
+    try:
+        return reference_on(spec, problem, test.y, test.y_clean,
+                            cache=cfg.out_dir / "references"), ""
+    except ConfigError as exc:
+        if cfg.sampling.reference is not None:
+            raise ConfigError(f"sampling.reference: {exc}") from None
+        return None, str(exc)
 
 
 def _with_progress(kind: str, name: str, params: dict[str, Any], progress: bool) -> dict:

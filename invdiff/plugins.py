@@ -21,7 +21,7 @@ import importlib
 import importlib.metadata as md
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,23 +40,9 @@ HOOKS: dict[str, str] = {
     "noise_model": "register_noise_models",
     "score_net": "register_score_nets",
     "sampler": "register_samplers",
+    "reference": "register_references",
 }
 KINDS = tuple(HOOKS)
-
-#: Components of the official plugins, so that an unknown name can say what to install.
-KNOWN_PROVIDERS: dict[str, str] = {
-    "elasticity-fem": "invdiff-elasticity",
-    "circular-inclusion": "invdiff-elasticity",
-    "multi-inclusion": "invdiff-elasticity",
-    "lognormal-field": "invdiff-elasticity",
-    "tumour-spheroid": "invdiff-oce",
-    "oce-phase": "invdiff-oce",
-    "oce-phase-noise": "invdiff-oce",
-    "refinenet": "invdiff-refinenet",
-    "unet": "invdiff-unet",
-    "annealed-langevin": "invdiff-langevin",
-    "predictor-corrector": "invdiff-pc",
-}
 
 #: Built-in plugin modules (plugin name -> module), registered like any entry point.
 BUILTINS: dict[str, str] = {"reference": "invdiff.reference.plugin"}
@@ -225,10 +211,9 @@ class Registry:
     def _unknown_message(self, kind: str, name: str) -> str:
         known = sorted(self.components[kind])
         msg = f"unknown {kind} {name!r}; available: {', '.join(known) or '(none)'}."
-        provider = KNOWN_PROVIDERS.get(name)
-        if provider:
-            msg += (f" {name!r} is provided by the plugin {provider!r}: install it with "
-                    f"`pip install -e plugins/{provider}`.")
+        msg += (f" If a plugin provides {name!r}, install it (plugins are distributions "
+                f"named invdiff-<plugin>, e.g. `pip install invdiff-<plugin>`); "
+                f"`invdiff plugins` lists what is installed.")
         if self.failed:
             msg += f" Plugins that failed to load: {', '.join(sorted(self.failed))}."
         return msg
@@ -342,7 +327,8 @@ def create(kind: str, name: str, **params: Any) -> Any:
     """Build the registered component ``name`` of ``kind`` with validated ``params``.
 
     ``kind`` is one of ``prior``, ``forward_model``, ``noise_model``, ``score_net``,
-    ``sampler``. Unknown kinds, names or parameters raise errors listing what is valid.
+    ``sampler``, ``reference``. Unknown kinds, names or parameters raise errors listing what
+    is valid.
     """
     return get_registry().create(kind, name, **params)
 
@@ -367,9 +353,3 @@ def plugin_table() -> list[dict[str, Any]]:
         }
         for info in reg.plugins.values()
     ]
-
-
-def iter_components(kinds: Iterable[str] = KINDS) -> Iterable[Component]:
-    reg = get_registry()
-    for kind in kinds:
-        yield from reg.components[kind].values()

@@ -75,15 +75,23 @@ def describe_metrics(metrics: dict[str, Any],
     }
     present = [k for k in metrics if k in known]
     reference = metrics.get("reference")
-    ref_text = {"exact": "the closed-form (exact) posterior of a linear-Gaussian problem",
-                "prior.reference_posterior": "the prior's own reference posterior (e.g. MCMC "
-                                             "over its few parameters)",
-                None: "none: no reference posterior is known for this problem; only the "
-                      "truth is compared with"}.get(reference, str(reference))
+    ref_text = (_reference_help(reference) if reference else
+                "none: no reference posterior fits this problem; only the truth is compared with")
     return {"descriptions": {k: known[k][0] for k in present},
             "units": {k: known[k][1] for k in present if known[k][1]},
             "fields": {"x": str(labels["x"]), "y": str(labels["y"])},
             "reference_description": ref_text}
+
+
+def _reference_help(name: str) -> str:
+    """What the registered reference posterior ``name`` is (its one-line help)."""
+    from invdiff.plugins import get_registry
+
+    try:
+        help_ = get_registry().get("reference", name).help
+    except Exception:  # noqa: BLE001 - a description must never fail the metrics
+        help_ = ""
+    return f"{name}: {help_}" if help_ else name
 
 
 def calibration_verdict(metrics: dict[str, Any]) -> str | None:

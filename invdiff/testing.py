@@ -243,3 +243,52 @@ def check_sampler(
     res2 = sampler.sample(score, y, sigmas, n_samples, generator=_gen(0, device))
     assert torch.equal(res.samples, res2.samples), "sampler is not reproducible with a seed"
     return res
+
+
+def param_default_mismatches(kind: str, name: str) -> list[str]:
+    """Where a registered component's defaults are written twice and disagree.
+
+    The rule: a component's defaults come from its parameter model (what ``invdiff.create``
+    validates and fills in). Where the factory's signature repeats a default for the same
+    parameter, the two must be equal, or a direct call and ``invdiff.create`` would build
+    different components. Returns one line per disagreement (empty: consistent).
+    """
+    import inspect
+
+    from pydantic_core import PydanticUndefined
+
+    from invdiff.plugins import get_registry
+
+    comp = get_registry().get(kind, name)
+    if comp.params is None:
+        return []
+    factory = comp.resolve_factory()
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for field_name, field in comp.params.model_fields.items():
+        p = sig.parameters.get(field_name)
+        if p is None or p.default is inspect.Parameter.empty:
+            continue
+        default = field.get_default(call_default_factory=True)
+        if default is PydanticUndefined:
+            continue
+        same = default == p.default or (isinstance(default, tuple | list)
+                                         and isinstance(p.default, tuple | list)
+                                         and list(default) == list(p.default))
+        if not same:
+            out.append(f"{kind} {name!r}: {field_name} defaults to {default!r} in "
+                       f"{comp.params.__name__} but {p.default!r} in {factory.__qualname__}")
+    return out
+
+
+def check_param_defaults(kinds: tuple[str, ...] | None = None) -> None:
+    """Every registered component of ``kinds`` (all kinds if None): its parameter model's
+    defaults agree with its factory's (:func:`param_default_mismatches`)."""
+    from invdiff.plugins import KINDS, available
+
+    bad = [m for kind in (kinds or KINDS) for name in available(kind)
+           for m in param_default_mismatches(kind, name)]
+    assert not bad, "defaults written twice disagree:\n" + "\n".join(bad)

@@ -72,13 +72,76 @@ def test_stages_write_their_files_and_resume(cfg_path, tmp_path, fresh_registry)
     again = pipeline.run_train(cfg, progress=False)  # resumes at step 6: nothing to do
     assert again["steps"] == 6
     metrics = pipeline.run_sample(cfg, progress=False)
-    assert metrics["reference"] == "exact" and metrics["n_measurements"] == 2
+    assert metrics["reference"] == "linear-gaussian" and metrics["n_measurements"] == 2
     assert metrics["nfe"] == 6 * 2 + 1  # L levels x T steps + final denoising
     for key in ("rmse_truth", "rmse_ref", "std_ratio", "coverage_90"):
         assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
+    # the reference is the closed form: its own error, recomputed independently
+    from invdiff.data import load_dataset
+    from invdiff.reference import exact_posterior
+
+    test = load_dataset(out / "data" / "test.npz")
+    exact = exact_posterior(*pipeline.build_problem(cfg)).mean(test.y.double())
+    err = float((exact.float().double() - test.x.double()).square().mean().sqrt())
+    assert metrics["ref_rmse_truth"] == pytest.approx(err, rel=1e-6)
+    assert metrics["ref_measurements"] == [0, 1]
     assert json.loads((out / "metrics.json").read_text())["nfe"] == metrics["nfe"]
     assert (out / "posterior.npz").exists() and (out / "figures" / "posterior_0.png").exists()
     assert len(final) > 0
+
+
+def test_sample_compares_with_the_mcmc_reference_the_prior_names(tmp_path, fresh_registry):
+    """A parametric prior (circular inclusion) names inclusion-mcmc; run_sample writes the
+    comparison on the first n_ref measurements, and the chain equals a direct one."""
+    text = TINY.format(out=tmp_path / "el").replace(
+        'name = "gaussian-field"\nparams = { n = 8, length_scale = 0.15 }',
+        'name = "circular-inclusion"\nparams = { n = 8 }').replace(
+        'name = "blur"\nparams = { n = 8, blur = 1.0, mask_fraction = 0.6 }',
+        'name = "elasticity-fem"\nparams = { grid = 8 }').replace(
+        "params = { std = 0.05 }", "params = { level = 0.05 }").replace(
+        "steps = 6\n", "steps = 2\n").replace("[output]", """[sampling.reference]
+name = "inclusion-mcmc"
+params = { n_ref = 1, n_steps = 8, n_walkers = 10 }
+[output]
+figures = false""")
+    path = tmp_path / "el.toml"
+    path.write_text(text)
+    cfg = load_config(path)
+    pipeline.run_train(cfg, progress=False)
+    metrics = pipeline.run_sample(cfg, progress=False)
+    assert metrics["reference"] == "inclusion-mcmc" and metrics["ref_measurements"] == [0]
+    assert metrics["ref_steps"] == 8 and metrics["std_ratio"] > 0
+    from invdiff_elasticity.mcmc import reference_posterior, relative_noise_std
+
+    from invdiff.data import load_dataset
+
+    test = load_dataset(tmp_path / "el" / "data" / "test.npz")
+    prior, fem, _ = pipeline.build_problem(cfg)
+    direct = reference_posterior(test.y[0], relative_noise_std(test.y_clean[0], 0.05), prior,
+                                 fem, n_steps=8, n_walkers=10, seed=0)
+    err = float((direct.mean_field.float().double() - test.x[0, 0].double()).square().mean()
+                .sqrt())
+    assert metrics["ref_rmse_truth"] == pytest.approx(err, rel=1e-6)
+    assert list((tmp_path / "el" / "references").glob("*.npz"))  # the chain is cached
+
+
+def test_a_prior_reference_that_does_not_fit_is_a_note(cfg_path, fresh_registry):
+    """gaussian-field names the closed form, which relative noise rules out: no comparison,
+    and metrics.json says why."""
+    cfg = load_config(cfg_path, overrides=["problem.noise_model.params={ level = 0.05 }",
+                                           "output.figures=false", "training.steps=2"])
+    pipeline.run_train(cfg, progress=False)
+    metrics = pipeline.run_sample(cfg, progress=False)
+    assert metrics["reference"] is None and "rmse_ref" not in metrics
+    assert "absolute std" in metrics["reference_note"]
+
+
+def test_a_named_reference_that_does_not_fit_is_an_error(cfg_path, fresh_registry):
+    cfg = load_config(cfg_path, overrides=['sampling.reference={ name = "inclusion-mcmc" }',
+                                           "training.steps=2", "output.figures=false"])
+    pipeline.run_train(cfg, progress=False)
+    with pytest.raises(ConfigError, match="sampling.reference: .*not parametric"):
+        pipeline.run_sample(cfg, progress=False)
 
 
 def test_cli_run(cfg_path, tmp_path, capsys, fresh_registry, torch_device):
@@ -141,7 +204,8 @@ def test_a_second_run_reuses_every_finished_stage(cfg_path, tmp_path, fresh_regi
     assert set(numeric) <= set(saved["descriptions"])  # every number is explained
     assert saved["units"]["rmse_truth"] == "no physical unit"  # from the reference prior
     assert saved["units"]["coverage_90"] == "fraction of pixels"
-    assert saved["reference"] == "exact" and "closed-form" in saved["reference_description"]
+    assert saved["reference"] == "linear-gaussian"
+    assert "closed-form" in saved["reference_description"]
     assert saved["fields"]["y"] == "blurred x, unobserved pixels read 0 [units of x]"
 
     files = {f: (out / f).read_bytes() for f in ("checkpoints/final.pt", "metrics.json",
@@ -182,3 +246,26 @@ def test_demos_have_folders_of_their_own(fresh_registry):
     assert pipeline.demo_config("reference", True, "x/y").out_dir == Path("x/y")
     with pytest.raises(ConfigError, match="unknown demo 'oce'; choose one of elasticity"):
         pipeline.demo_config("oce")
+@pytest.mark.parametrize("sampler, params, steps", [
+    ("annealed-langevin", "{ steps_per_level = 2 }", 2),  # the sampler declares T
+    ("predictor-corrector", "{}", 5),  # no Langevin steps per level: the rule's default
+])
+def test_ladder_heuristic_sizes_the_ladder_for_the_sampler(tmp_path, fresh_registry, sampler,
+                                                           params, steps):
+    from invdiff.data import load_dataset
+    from invdiff.sigmas import suggest
+    from invdiff.training import training_normalization
+
+    old = 'name = "annealed-langevin"\nparams = { steps_per_level = 2 }'
+    text = TINY.format(out=tmp_path / "run").replace("sigma_1 = 5.0\n", "").replace(
+        "n_levels = 6\n", "").replace(old, f'name = "{sampler}"\nparams = {params}')
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    cfg = load_config(path)
+    pipeline.run_simulate(cfg, progress=False)
+    train = load_dataset(tmp_path / "run" / "data" / "train.npz")
+    sigmas, reasoning = pipeline.make_ladder(cfg, train)
+    x_n = training_normalization(train, cfg.training_config()).normalize_x(train.x)
+    sug = suggest(x_n, sigma_L=0.05, steps_per_level=steps)
+    assert len(sigmas) == sug.n_levels and reasoning == sug.reasoning
+    assert f"with T = {steps} steps per level" in reasoning[-1]  # the Langevin step rule

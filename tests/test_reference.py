@@ -139,3 +139,22 @@ def test_errors_name_the_problem():
         exact_posterior(prob.prior, prob.forward_model, GaussianNoise(level=0.05))
     with pytest.raises(ConfigError, match="not linear-Gaussian"):
         exact_posterior(object(), prob.forward_model, prob.noise_model)
+
+
+def test_references_are_registered_and_the_closed_form_is_one_of_them():
+    from invdiff.reference import GaussianNoise
+
+    assert {"linear-gaussian", "inclusion-mcmc", "spheroid-mcmc", "oce-algebraic"} <= set(
+        invdiff.available("reference"))
+    prob = make_problem(n=4, mask_fraction=0.5, noise_level=0.1)
+    y = prob.forward_model(prob.prior.sample(3, torch.Generator().manual_seed(0)))
+    ref = invdiff.create("reference", "linear-gaussian", n_samples=2000)
+    assert prob.prior.reference == "linear-gaussian"
+    out = ref(prob.prior, prob.forward_model, prob.noise_model, y)
+    assert out.index == [0, 1, 2]
+    torch.testing.assert_close(out.mean, prob.posterior.mean(y.double()), rtol=0, atol=0)
+    torch.testing.assert_close(out.std, prob.posterior.std.expand(3, 1, 4, 4), rtol=0, atol=0)
+    # the exact samples it carries have the closed form's moments (Monte-Carlo error)
+    assert float((out.samples.std(1) / out.std - 1).abs().max()) < 0.12
+    why = ref.fits(prob.prior, prob.forward_model, GaussianNoise(level=0.05))
+    assert "absolute std" in why

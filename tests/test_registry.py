@@ -54,13 +54,12 @@ def test_unknown_kind_lists_kinds(fresh_registry):
         invdiff.create("priors", "gaussian-field")
 
 
-def test_unknown_name_lists_known_and_provider(fresh_registry, monkeypatch):
-    monkeypatch.setitem(plugins.KNOWN_PROVIDERS, "frobnicator", "invdiff-frob")
+def test_unknown_name_lists_known_and_how_to_install(fresh_registry):
     with pytest.raises(UnknownComponentError) as exc:
         invdiff.create("prior", "frobnicator")
     msg = str(exc.value)
     assert "available: " in msg and "gaussian-field" in msg
-    assert "invdiff-frob" in msg and "pip install" in msg
+    assert "'frobnicator'" in msg and "pip install invdiff-<plugin>" in msg
 
 
 def test_unknown_parameter_and_wrong_type_list_valid_ones(fresh_registry):
@@ -218,4 +217,30 @@ def test_plugin_table_rows(fake_entry_points, monkeypatch):
     rows = {r["name"]: r for r in plugins.plugin_table()}
     assert rows["good"]["kinds"] == ["prior"]
     assert rows["good"]["components"][0]["name"] == "good-prior"
-    assert rows["reference"]["kinds"] == ["forward_model", "noise_model", "prior"]
+    assert rows["reference"]["kinds"] == ["forward_model", "noise_model", "prior", "reference"]
+
+
+def test_parameter_defaults_are_written_once_or_agree(fresh_registry):
+    """Every registered component: its parameter model's defaults equal its factory's."""
+    from invdiff.testing import check_param_defaults
+
+    check_param_defaults()
+
+
+def test_drifted_defaults_are_named(fresh_registry):
+    from invdiff.testing import param_default_mismatches
+
+    class DriftParams(Params):
+        width: int = Field(3, ge=1)
+        ranges: tuple[float, float] = (0.0, 1.0)
+
+    def drift_prior(width=4, ranges=[0.0, 1.0]):  # noqa: B006 - the list equals the tuple
+        return None
+
+    mod = types.ModuleType("drift_plugin")
+    mod.register_priors = hookimpl(lambda register: register("drift", drift_prior,
+                                                             DriftParams))
+    plugins.get_registry().add_plugin(mod, name="drift")
+    assert param_default_mismatches("prior", "drift") == [
+        "prior 'drift': width defaults to 3 in DriftParams but 4 in "
+        "test_drifted_defaults_are_named.<locals>.drift_prior"]

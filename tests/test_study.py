@@ -1,26 +1,28 @@
-"""The benchmark study (benchmarks/study.py): calibration functions against known answers,
-preset validation, and the smoke preset end to end (files, rows, held-out noise, resume)."""
+"""The benchmark study (invdiff.evaluation, ``invdiff study``): calibration functions against
+known answers, preset validation, and the smoke preset end to end (files, rows, held-out
+noise, resume)."""
 
 from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import norm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from study import calibration as cal  # noqa: E402
-from study.cli import main  # noqa: E402
-from study.peer import sbi_available  # noqa: E402
-from study.preset import load_preset  # noqa: E402
-
-from invdiff.errors import ConfigError, DataError  # noqa: E402
+from invdiff.cli import main
+from invdiff.config import ComponentSpec
+from invdiff.errors import ConfigError, DataError
+from invdiff.evaluation import calibration as cal
+from invdiff.evaluation import study
+from invdiff.evaluation.peer import sbi_available
+from invdiff.evaluation.preset import load_preset, read_preset_text
+from invdiff.evaluation.references import reference_on
+from invdiff.evaluation.runner import held_out_set, problem_reference
+from invdiff.metrics import coverage, coverage_curve
 
 LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -39,7 +41,7 @@ def test_calibrated_samples_cover_exactly_the_order_statistic_fraction():
     # X_(50-50a) .. X_(50+50a) (0-based), and for exchangeable draws the truth lies between two
     # order statistics i < j with probability (j - i) / (n + 1): coverage = 100 a / 102.
     samples, truth = gaussian_draws(40, 101, 500, 1.0)
-    cov = cal.coverage_curve(samples, truth, LEVELS)
+    cov = coverage_curve(samples, truth, LEVELS)
     n_draws = truth.numel()
     for a, c in zip(LEVELS, cov.tolist(), strict=True):
         p = 100 * a / 102
@@ -63,7 +65,7 @@ def test_too_narrow_posterior_under_covers_as_the_closed_form_says():
     # the truth with probability 2 Phi(s z) - 1 < a.
     s = 0.5
     samples, truth = gaussian_draws(20, 400, 500, s, seed=2)
-    cov = cal.coverage_curve(samples, truth, LEVELS)
+    cov = coverage_curve(samples, truth, LEVELS)
     for a, c in zip(LEVELS, cov.tolist(), strict=True):
         expect = 2 * norm.cdf(s * norm.ppf((1 + a) / 2)) - 1
         assert c < a - 0.04
@@ -75,6 +77,33 @@ def test_too_narrow_posterior_under_covers_as_the_closed_form_says():
     assert counts[5] < 0.6 * expected[5]
     assert cal.chi2_uniformity(ranks, 400, 10)[1] < 1e-12
     assert cal.ks_uniformity(ranks, 400) > 0.1
+
+
+def test_coverage_matches_numpy_quantiles_and_has_no_size_limit():
+    g = torch.Generator().manual_seed(3)
+    samples, truth = torch.randn(3, 7, 1, 5, generator=g), torch.randn(3, 1, 5, generator=g)
+    lo, hi = np.quantile(samples.double().numpy(), [0.05, 0.95], axis=1)
+    t = truth.double().numpy()
+    assert coverage(samples, truth, 0.9) == pytest.approx(float(((t >= lo) & (t <= hi)).mean()))
+    # beyond torch.quantile's 2^24-element limit: samples {0, 1} per pixel, truths 0.5 (inside
+    # the central 90 % interval [0.05, 0.95]) on half the pixels and 2 (outside) on the rest
+    n_pix = 2**23 + 2
+    big = torch.zeros(1, 2, 1, n_pix)
+    big[:, 1] = 1.0
+    t = torch.full((1, 1, n_pix), 0.5)
+    t[..., n_pix // 2:] = 2.0
+    assert coverage(big, t, 0.9) == 0.5
+
+
+def test_tarp_is_the_diagonal_for_calibrated_samples_and_not_for_narrow_ones():
+    levels = [0.1, 0.3, 0.5, 0.7, 0.9]
+    samples, truth = gaussian_draws(2000, 50, 3, 1.0, seed=5)
+    ecp = cal.tarp_coverage(samples, truth, levels)
+    assert bool(((ecp - torch.tensor(levels, dtype=torch.float64)).abs() < 0.04).all()), ecp
+    narrow, truth = gaussian_draws(2000, 50, 3, 0.3, seed=6)
+    ecp = cal.tarp_coverage(narrow, truth, levels)
+    # a too narrow posterior puts the truth farther from any reference point than most samples
+    assert float((ecp - torch.tensor(levels, dtype=torch.float64)).abs().max()) > 0.2
 
 
 def test_ranks_histogram_and_ks_on_a_hand_example():
@@ -93,9 +122,9 @@ def test_ranks_histogram_and_ks_on_a_hand_example():
 def test_calibration_bad_input_is_named():
     samples, truth = gaussian_draws(2, 5, 3, 1.0)
     with pytest.raises(DataError, match="do not match"):
-        cal.coverage_curve(samples, truth[:1], [0.5])
+        coverage_curve(samples, truth[:1], [0.5])
     with pytest.raises(DataError, match="levels must lie in"):
-        cal.coverage_curve(samples, truth, [0.5, 1.0])
+        coverage_curve(samples, truth, [0.5, 1.0])
     with pytest.raises(DataError, match="bins=7"):
         cal.rank_histogram(cal.sbc_ranks(samples, truth), 5, 7)
     with pytest.raises(DataError, match="at least 2 samples"):
@@ -105,7 +134,7 @@ def test_calibration_bad_input_is_named():
 # -- presets ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
 def test_presets_load_and_share_one_schema(name):
-    preset = load_preset(name, ROOT)
+    preset = load_preset(name)
     assert set(preset.problems) == {"reference", "elasticity", "oce"}
     assert set(preset.samplers) == {"annealed-langevin", "predictor-corrector"}
     assert set(preset.nets) == {"unet", "refinenet"}
@@ -116,7 +145,7 @@ def test_presets_load_and_share_one_schema(name):
 
 
 def _write_preset(tmp_path: Path, old: str, new: str) -> Path:
-    text = (ROOT / "configs" / "study" / "smoke.toml").read_text()
+    text, _ = read_preset_text("smoke")
     assert old in text
     path = tmp_path / "bad.toml"
     path.write_text(text.replace(old, new, 1))
@@ -128,21 +157,31 @@ def _write_preset(tmp_path: Path, old: str, new: str) -> Path:
     ("[samplers.predictor-corrector]\n", "[samplers.predictor-corrector]\nbogus = 1\n",
      "samplers.predictor-corrector"),
     ('params = { ngf = 4 }', 'params = { ngf = 0 }', "problems.reference with net refinenet"),
-    ('noise_param = "level"', 'noise_param = "std"', "noise_param must be 'level'"),
+    ('name = "inclusion-mcmc", params = { n_ref = 1, n_steps = 12, n_walkers = 10 }',
+     'name = "linear-gaussian"',
+     "problems.elasticity.reference: linear-gaussian does not fit.*not linear-Gaussian"),
+    ("n_walkers = 20", "n_walkers = 20, bogus = 1", "problems.oce.reference: invalid param"),
+    ('name = "inclusion-mcmc"', 'name = "nonesuch"', "unknown reference 'nonesuch'"),
     ("speckle_smoothing = 0.0", "speckle_smoothing = 1.0", "speckle_smoothing = 0.0"),
 ])
 def test_bad_preset_is_named(tmp_path, old, new, message):
+    """Caught before any work: on loading, or (a reference that does not fit its problem)
+    when the study starts."""
+    path = _write_preset(tmp_path, old, new)
     with pytest.raises(ConfigError, match=message):
-        load_preset(_write_preset(tmp_path, old, new))
+        study(path, runs=tmp_path / "runs", quiet=True)
+    assert not (tmp_path / "runs").exists()
 
 
-def test_unknown_problem_and_preset_are_named(tmp_path):
-    with pytest.raises(ConfigError, match="known presets: .*smoke"):
-        load_preset("nonesuch", ROOT)
+def test_unknown_problem_and_preset_are_named(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="known presets: cpu, gpu, smoke"):
+        load_preset("nonesuch")
+    with pytest.raises(ConfigError, match="no study preset file at"):
+        load_preset(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="--only nonesuch: not in preset smoke"):
-        main(["smoke", "--only", "nonesuch", "--runs", str(tmp_path), "--quiet"])
-    with pytest.raises(ConfigError, match="--nets mlp: not in preset smoke; it has unet"):
-        main(["smoke", "--nets", "mlp", "--runs", str(tmp_path), "--quiet"])
+        study("smoke", only=["nonesuch"], runs=tmp_path, quiet=True)
+    assert main(["study", "smoke", "--nets", "mlp", "--runs", str(tmp_path), "-q"]) == 2
+    assert "--nets mlp: not in preset smoke; it has unet" in capsys.readouterr().err
 
 
 # -- the smoke preset end to end -------------------------------------------------------------
@@ -151,29 +190,29 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_smoke_study_end_to_end_and_resume(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
-    args = ["smoke", "--out", str(out), "--runs", str(runs), "--quiet"]
+    args = ["study", "smoke", "--out", str(out), "--runs", str(runs), "-q"]
     assert main(args) == 0
     rows = _rows(out / "results.csv")
     cells = {(r["problem"], r["net"], r["sampler"], float(r["noise_train"]),
               float(r["noise_test"])) for r in rows if not r["net"].startswith("sbi")}
-    preset = load_preset("smoke", ROOT)
+    preset = load_preset("smoke")
     expected = {(p, n, s, a, b) for p in preset.problems for (a, b) in preset.cells(p)
                 for n in preset.nets for s in preset.samplers}
     assert cells == expected and len(expected) == 4 + 16 + 4
     for r in rows:
         assert 0 <= float(r["coverage_90"]) <= 1 and float(r["seconds"]) > 0
     by_ref = {r["problem"]: r["reference"] for r in rows}
-    assert by_ref == {"reference": "exact", "elasticity": "mcmc", "oce": "mcmc-oce"}
+    assert by_ref == {"reference": "linear-gaussian", "elasticity": "inclusion-mcmc",
+                      "oce": "spheroid-mcmc"}
 
     # held-out measurements carry noise at the TEST level: exact for the absolute-std reference
-    from study.references import held_out
-
-    h = held_out(preset.model_copy(update={"runs": str(runs)}), "reference", 0.0234)
+    smoke = preset.model_copy(update={"runs": str(runs)})
+    h = held_out_set(smoke, "reference", 0.0234)
     assert float((h.y - h.y_clean).std()) == pytest.approx(0.0234, rel=0.25)
-    lo, hi = (held_out(preset.model_copy(update={"runs": str(runs)}), "elasticity", lv)
-              for lv in (0.05, 0.10))
+    lo, hi = (held_out_set(smoke, "elasticity", lv) for lv in (0.05, 0.10))
     assert torch.equal(lo.x, hi.x)  # same truths at every level
     ratio = float((hi.y - hi.y_clean).std() / (lo.y - lo.y_clean).std())
     assert ratio == pytest.approx(2.0, rel=0.3)
@@ -187,18 +226,16 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
 
     # the OCE references: the MCMC one has a std field (zero in the known layer), the
     # algebraic one (kept for presets that ask for it) is a point estimate on every measurement
-    from study.references import algebraic_reference, reference
-
-    smoke = preset.model_copy(update={"runs": str(runs)})
-    oce = held_out(smoke, "oce", 300.0)
-    mc = reference(smoke, oce)
-    assert mc.kind == "mcmc-oce" and mc.std is not None and mc.mean.shape[1:] == oce.x.shape[1:]
+    oce = held_out_set(smoke, "oce", 300.0)
+    mc = problem_reference(smoke, oce)
+    assert mc.kind == "spheroid-mcmc" and mc.std is not None
+    assert mc.mean.shape[1:] == oce.x.shape[1:] and mc.info["sampled"]
     assert float(mc.std[..., :2, :].abs().max()) == 0 and float(mc.std.max()) > 0
-    alg = algebraic_reference(smoke, oce, runs / "oce" / "references")
+    alg = reference_on(ComponentSpec(name="oce-algebraic"), oce.components, oce.y)
     assert alg.std is None and alg.mean.shape == oce.x.shape
 
     md = (out / "results.md").read_text()
-    assert "python benchmarks/study.py smoke --out" in md
+    assert "invdiff study smoke --out" in md
     for section in ("Misspecified noise", "Calibration", "Cost", "Peer: sbi NPSE"):
         assert section in md
     if sbi_available() is None:
@@ -224,12 +261,54 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
 
 
 def test_overrides_set_preset_values_and_bad_ones_are_named():
-    preset = load_preset("smoke", ROOT, ["base.training.steps=7", "n_samples=5",
+    preset = load_preset("smoke", ["base.training.steps=7", "n_samples=5",
                                          "samplers.annealed-langevin.steps_per_level=2"])
     cfg = preset.experiment("oce", 300.0, "unet")
     assert cfg.training.steps == 7 and preset.n_samples == 5
     assert preset.samplers["annealed-langevin"] == {"steps_per_level": 2}
     with pytest.raises(ConfigError, match="n_samples"):
-        load_preset("smoke", ROOT, ["n_samples=1"])
+        load_preset("smoke", ["n_samples=1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
-        load_preset("smoke", ROOT, ["n_samples"])
+        load_preset("smoke", ["n_samples"])
+
+
+def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
+    """The fast slice of the smoke study (the reference problem, one net) through the Python
+    API: its rows, the closed-form reference's own error, and a rerun served from the cache."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    kw = dict(out=out, runs=runs, only=["reference"], nets=["unet"], peer=False, quiet=True)
+    result = study("smoke", **kw)
+    rows = _rows(out / "results.csv")
+    assert [(r["sampler"], r["reference"]) for r in rows] == [
+        ("annealed-langevin", "linear-gaussian"), ("predictor-corrector", "linear-gaussian")]
+    assert len(result.rows) == 2 and (out / "results.md").exists()
+    # the exact posterior's own error, recomputed here from the held-out set
+    from invdiff.reference import exact_posterior
+
+    h = held_out_set(load_preset("smoke").model_copy(update={"runs": str(runs)}), "reference",
+                     0.0234)
+    m = exact_posterior(*h.components).mean(h.y.double()).float()
+    err = float((m.double() - h.x.double()).square().mean().sqrt())
+    assert float(rows[0]["ref_rmse_truth"]) == pytest.approx(err, rel=1e-6)
+    ckpt = runs / "reference" / "noise-0.0234" / "unet" / "checkpoints" / "final.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    study("smoke", **kw)
+    again = _rows(out / "results.csv")
+    assert [r["rmse_truth"] for r in again] == [r["rmse_truth"] for r in rows]
+    assert [r["seconds"] for r in again] == [r["seconds"] for r in rows]  # read back
+    assert ckpt.stat().st_mtime_ns == stamp
+
+
+def test_a_problem_takes_the_reference_its_prior_names_unless_the_preset_says(tmp_path):
+    from invdiff.reference import GaussianFieldPrior
+
+    prior = GaussianFieldPrior(n=4)
+    line = 'reference = { name = "linear-gaussian" }\n'
+    unset = load_preset(_write_preset(tmp_path, line, ""))  # the prior's own
+    assert unset.reference_spec("reference", prior) == ComponentSpec(name="linear-gaussian")
+    off = load_preset("smoke", ['problems.reference.reference="none"'])
+    assert off.reference_spec("reference", prior) is None
+    picked = load_preset("smoke", ['problems.reference.reference={ name = "oce-algebraic" }'])
+    assert picked.reference_spec("reference", prior).name == "oce-algebraic"
+    with pytest.raises(ConfigError, match="problems.reference.reference: .*does not fit"):
+        study(picked, runs=tmp_path / "runs", only=["reference"], quiet=True)

@@ -13,10 +13,13 @@ Everything is computed in float64 and returned in the caller's dtype and device.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from invdiff.checks import as_batch, check_finite, randn
 from invdiff.errors import ConfigError
+from invdiff.interfaces import ReferencePosterior, ReferenceResult
 
 
 class LinearGaussianPosterior:
@@ -111,6 +114,25 @@ class ExactScore:
         return self.posterior.noised_score(x, y, sigma)
 
 
+def not_linear_gaussian(prior, forward_model, noise_model) -> str | None:
+    """None if the problem is linear-Gaussian (so :func:`exact_posterior` applies), else why
+    not. Checks attributes only: nothing is computed."""
+    for obj, attrs, role in (
+        (prior, ("mean_vector", "covariance_matrix"), "prior"),
+        (forward_model, ("matrix",), "forward model"),
+    ):
+        if not all(hasattr(obj, a) for a in attrs):
+            return (f"the {role} {type(obj).__name__} is not linear-Gaussian (it lacks "
+                    f"{' / '.join(attrs)}); the exact posterior exists only for the reference "
+                    f"components gaussian-field + blur + gaussian noise")
+    if getattr(noise_model, "std", None) is None:
+        return ("the exact posterior needs additive Gaussian noise with an absolute std; "
+                "relative noise (level=...) makes the likelihood non-Gaussian. Use "
+                "GaussianNoise(std=...) or invdiff.reference.make_problem(noise_level=...), "
+                "which converts a level to a std")
+    return None
+
+
 def exact_posterior(prior, forward_model, noise_model) -> LinearGaussianPosterior:
     """The closed-form posterior of a linear-Gaussian problem.
 
@@ -118,22 +140,9 @@ def exact_posterior(prior, forward_model, noise_model) -> LinearGaussianPosterio
     a forward model with ``matrix()`` (e.g. ``blur``) and additive Gaussian noise with an
     absolute ``std``.
     """
-    for obj, attrs, role in (
-        (prior, ("mean_vector", "covariance_matrix"), "prior"),
-        (forward_model, ("matrix",), "forward model"),
-    ):
-        if not all(hasattr(obj, a) for a in attrs):
-            raise ConfigError(
-                f"the {role} {type(obj).__name__} is not linear-Gaussian (it lacks "
-                f"{' / '.join(attrs)}); the exact posterior exists only for the reference "
-                f"components gaussian-field + blur + gaussian noise"
-            )
-    if getattr(noise_model, "std", None) is None:
-        raise ConfigError(
-            "the exact posterior needs additive Gaussian noise with an absolute std; relative "
-            "noise (level=...) makes the likelihood non-Gaussian. Use GaussianNoise(std=...) or "
-            "invdiff.reference.make_problem(noise_level=...), which converts a level to a std"
-        )
+    why = not_linear_gaussian(prior, forward_model, noise_model)
+    if why is not None:
+        raise ConfigError(why)
     x_shape = tuple(prior.shape)
     return LinearGaussianPosterior(
         prior.mean_vector(),
@@ -143,3 +152,24 @@ def exact_posterior(prior, forward_model, noise_model) -> LinearGaussianPosterio
         x_shape,
         tuple(forward_model.output_shape(x_shape)),
     )
+
+
+class LinearGaussianReference(ReferencePosterior):
+    """The reference ``linear-gaussian``: the closed form :func:`exact_posterior` as a
+    registered reference (mean and std of every measurement, exact samples on request)."""
+
+    def __init__(self, n_samples: int = 0) -> None:
+        self.n_samples = n_samples
+
+    def fits(self, prior, forward_model, noise_model) -> str | None:
+        return not_linear_gaussian(prior, forward_model, noise_model)
+
+    def __call__(self, prior, forward_model, noise_model, y, y_clean=None) -> ReferenceResult:
+        t0 = time.perf_counter()
+        post = exact_posterior(prior, forward_model, noise_model)
+        mean = post.mean(y.double())
+        samples = (post.sample(y.double(), self.n_samples, torch.Generator().manual_seed(0))
+                   if self.n_samples else None)
+        return ReferenceResult(index=list(range(len(y))), mean=mean,
+                               std=post.std.to(mean).expand_as(mean), samples=samples,
+                               seconds=(time.perf_counter() - t0) / len(y))

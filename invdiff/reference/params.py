@@ -39,3 +39,7 @@ class GaussianNoiseParams(Params):
         if (self.std is None) == (self.level is None):
             raise ValueError("give exactly one of 'std' (absolute) or 'level' (relative)")
         return self
+
+
+class LinearGaussianReferenceParams(Params):
+    n_samples: int = Field(0, ge=0, description="exact posterior samples per measurement")

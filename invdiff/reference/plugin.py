@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from invdiff.hookspecs import hookimpl
-from invdiff.reference.params import BlurParams, GaussianFieldParams, GaussianNoiseParams
+from invdiff.reference.params import (
+    BlurParams,
+    GaussianFieldParams,
+    GaussianNoiseParams,
+    LinearGaussianReferenceParams,
+)
 
 
 @hookimpl
@@ -22,3 +27,9 @@ def register_forward_models(register):
 def register_noise_models(register):
     register("gaussian", "invdiff.reference.noise:GaussianNoise", GaussianNoiseParams,
              "additive Gaussian noise, absolute std or relative to the clean RMS")
+
+
+@hookimpl
+def register_references(register):
+    register("linear-gaussian", "invdiff.reference.exact:LinearGaussianReference",
+             LinearGaussianReferenceParams, "closed-form posterior of a linear-Gaussian problem")

@@ -26,6 +26,8 @@ class GaussianFieldPrior(Prior):
     field whatever the thread settings).
     """
 
+    reference = "linear-gaussian"  # exact with a linear forward model and absolute Gaussian noise
+
     def __init__(
         self,
         n: int = 16,

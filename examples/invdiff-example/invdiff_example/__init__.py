@@ -1,1 +1,2 @@
-"""invdiff-example: a random-disc prior and Laplace noise, as a worked plugin example."""
+"""invdiff-example: a random-disc prior, a block-average forward model, Laplace noise and a
+probability-flow Euler sampler, as a worked plugin example."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from invdiff.checks import generator_device
-from invdiff.interfaces import NoiseModel, Prior
+from invdiff.interfaces import ForwardModel, NoiseModel, Prior
+from invdiff.sampling import Chains, LadderSampler
 
 
 class DiscPrior(Prior):
@@ -47,3 +48,35 @@ class LaplaceNoise(NoiseModel):
         u = u.clamp(-0.5 + 1e-7, 0.5 - 1e-7)
         e = -self.scale * torch.sign(u) * torch.log1p(-2 * u.abs())
         return y_clean + e.to(y_clean.device)
+
+
+class BoxBlur(ForwardModel):
+    """y = mean of each k x k block of x: a linear, noise-free measurement at 1/k resolution.
+    Shapes: x (B, C, H, W) -> y (B, C, H / k, W / k); H and W must be multiples of k."""
+
+    def __init__(self, factor=2):
+        self.factor = factor
+
+    def __call__(self, x):
+        return torch.nn.functional.avg_pool2d(x, self.factor)
+
+    def output_shape(self, x_shape):
+        c, h, w = x_shape
+        return (c, h // self.factor, w // self.factor)
+
+
+class ProbabilityFlowEuler(LadderSampler):
+    """Euler steps of the probability-flow ODE of the variance-exploding diffusion
+    (Song et al. 2021, eq. 13; Karras et al. 2022, eq. 4): dx / dsigma = -sigma s(x, y, sigma),
+    so from sigma_i to sigma_(i+1): x <- x + (sigma_i - sigma_(i+1)) sigma_i s(x, y, sigma_i).
+    Deterministic after the Gaussian start; one score evaluation per level. The loop (batching,
+    seeding, nfe, divergence checks, final denoising) is the core's LadderSampler."""
+
+    name = "example-euler"
+
+    def nfe_per_chain(self, n_levels):
+        return n_levels + int(self.final_denoise)
+
+    def level(self, chains: Chains, i: int) -> None:
+        sigma, nxt = chains.sigma(i), chains.sigma(i + 1)
+        chains.move(chains.x + (sigma - nxt) * sigma * chains.score(sigma), "Euler step")

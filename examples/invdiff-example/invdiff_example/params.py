@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from invdiff.params import Params
+from invdiff.params import LadderParams, Params
 
 
 class DiscParams(Params):
@@ -14,3 +14,11 @@ class DiscParams(Params):
 
 class LaplaceParams(Params):
     scale: float = Field(0.01, gt=0, description="Laplace scale b (std = sqrt(2) b)")
+
+
+class BoxBlurParams(Params):
+    factor: int = Field(2, ge=1, description="block size k: y is x averaged over k x k blocks")
+
+
+class EulerParams(LadderParams):
+    """The shared ladder parameters (x_shape, init, chunk_size, final_denoise, progress)."""

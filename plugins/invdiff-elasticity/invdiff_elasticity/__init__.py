@@ -5,8 +5,8 @@
   loading, measurements u_y at element centres, both components, or nodal;
 * priors ``circular-inclusion``, ``multi-inclusion`` (area-fraction inclusions on a unit
   background) and ``lognormal-field`` (exp of a Gaussian random field);
-* :mod:`invdiff_elasticity.mcmc`: the reference posterior over the circular-inclusion
-  parameters (ensemble MCMC, split R-hat, effective sample size).
+* reference ``inclusion-mcmc`` (:mod:`invdiff_elasticity.mcmc`): the posterior over the
+  circular-inclusion parameters by the core's ensemble MCMC (:mod:`invdiff.mcmc`).
 
 Attributes load lazily so that listing plugins never imports torch.
 """
@@ -22,10 +22,7 @@ _EXPORTS = {
     "LognormalFieldPrior": "invdiff_elasticity.lognormal",
     "reference_posterior": "invdiff_elasticity.mcmc",
     "MCMCResult": "invdiff_elasticity.mcmc",
-    "ParameterPosterior": "invdiff_elasticity.mcmc",
-    "sample_parameter_posterior": "invdiff_elasticity.mcmc",
-    "split_rhat": "invdiff_elasticity.diagnostics",
-    "effective_sample_size": "invdiff_elasticity.diagnostics",
+    "InclusionMCMCReference": "invdiff_elasticity.reference",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -14,18 +14,9 @@ import torch
 from invdiff.checks import generator_device
 from invdiff.errors import DataError
 from invdiff.interfaces import Prior
+from invdiff.mcmc import uniform_box
 
 Range = tuple[float, float]
-
-
-def uniform_box(n: int, lows: list[float], highs: list[float], generator, device) -> torch.Tensor:
-    """``n`` iid uniform draws from the box prod_i [low_i, high_i]: (n, d) float64, drawn on
-    the generator's device (reproducible whatever the target device) and moved to ``device``."""
-    gen_dev = generator.device if generator is not None else torch.device("cpu")
-    lo = torch.tensor(lows, dtype=torch.float64, device=gen_dev)
-    hi = torch.tensor(highs, dtype=torch.float64, device=gen_dev)
-    u = torch.rand(n, len(lows), generator=generator, dtype=torch.float64, device=gen_dev)
-    return (lo + u * (hi - lo)).to(device)
 
 
 def paint_inclusions(params: torch.Tensor, n: int, subsamples: int = 8,
@@ -69,9 +60,6 @@ class _InclusionPrior(Prior):
     def shape(self) -> tuple[int, ...]:
         return (1, self.n, self.n)
 
-    def draw_params(self, n: int, generator, device) -> torch.Tensor:
-        raise NotImplementedError
-
     def fields(self, discs: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
         mu = paint_inclusions(discs.to(torch.float64), self.n, self.subsamples, self.background)
         return mu.unsqueeze(1).to(dtype or self.dtype)
@@ -90,6 +78,7 @@ class CircularInclusionPrior(_InclusionPrior):
     """
 
     names = ("cx", "cy", "r", "contrast")
+    reference = "inclusion-mcmc"  # the reference posterior that fits this prior
 
     def __init__(
         self,

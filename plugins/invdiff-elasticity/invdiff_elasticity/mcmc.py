@@ -1,150 +1,36 @@
-"""Reference posteriors over a parametric prior's parameters by ensemble MCMC.
+"""The reference posterior of the circular inclusion by ensemble MCMC over its parameters.
 
-:class:`ParameterPosterior` takes any prior with ``bounds``, ``names`` and ``field_from_params``
-(uniform on its box) and any log-likelihood of the field; :func:`sample_parameter_posterior`
-samples it. The OCE plugin reuses both with its phase-noise likelihood. This module's own case
-is the circular inclusion, theta = (cx, cy, r, contrast), under Gaussian noise:
+theta = (cx, cy, r, contrast) under Gaussian noise:
 
     p(theta | y) ∝ 1[theta in box] exp(-||y - F(field(theta))||^2 / (2 s^2))
 
 with the uniform prior of :class:`CircularInclusionPrior` (its ranges; a range with equal ends
-fixes that parameter), F the :class:`ElasticityFEM` measurement and s the ABSOLUTE noise std.
-Data made with the core ``gaussian`` noise model and ``level=`` use s = level * RMS(clean y) per
-sample; the reference likelihood then takes that s computed from the TRUE clean signal
-(:func:`relative_noise_std`), treating it as known, which is what the simulator did.
-
-Sampler: the affine-invariant ensemble "stretch move" (Goodman & Weare 2010, the move of emcee):
-for walker X_k and a walker X_j of the other half of the ensemble, propose
-Y = X_j + z (X_k - X_j) with z ~ g(z) ∝ 1/sqrt(z) on [1/a, a], and accept with probability
-min(1, z^(d-1) p(Y) / p(X_k)). Each half moves in parallel (one batched FEM call).
-
-Start (``init``): "map" (default) takes the best of ``init_factor * n_walkers`` prior draws,
-refines it by Nelder-Mead on -log p, and starts the walkers in a small ball (``init_scale`` of
-each prior range) around that mode, from which the ensemble expands to the posterior's width
-(a concentrated posterior is reached in far fewer steps than by contracting from the prior);
-"prior" starts from the best ``n_walkers`` prior draws. The first ``burn_in`` steps are
-discarded; R-hat near 1 says the start has been forgotten. Posterior parameter samples are
-pushed through ``field_from_params`` to give the posterior mean and std FIELDS (N, N). Split
-R-hat and ESS per parameter treat each walker as a chain (walkers are correlated, so read them
-as indicative).
+fixes that parameter), F the forward model (the :class:`ElasticityFEM` measurement; any black
+box works) and s the ABSOLUTE noise std. Data made with the core ``gaussian`` noise model and
+``level=`` use s = level * RMS(clean y) per sample; the reference likelihood then takes that s
+computed from the TRUE clean signal (:func:`relative_noise_std`), treating it as known, which
+is what the simulator did. The sampler is the core's (:mod:`invdiff.mcmc`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.optimize
 import torch
-from tqdm.auto import tqdm
 
-from invdiff.errors import ConfigError, DataError
-from invdiff.runtime import torch_threads
-from invdiff_elasticity.diagnostics import effective_sample_size, split_rhat
+from invdiff.errors import DataError
+from invdiff.mcmc import MCMCResult, ParameterPosterior, sample_parameter_posterior
 from invdiff_elasticity.fem import ElasticityFEM
 from invdiff_elasticity.inclusions import CircularInclusionPrior
 
-LogProb = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass
-class MCMCResult:
-    """params (S, d) posterior draws after burn-in; chain (n_steps, n_walkers, d) all draws;
-    mean_field / std_field (N, N) float64; rhat / ess (d,) (NaN for fixed parameters);
-    acceptance: mean acceptance rate after burn-in; cost: seconds, n_forward_solves."""
-
-    params: torch.Tensor
-    chain: torch.Tensor
-    mean_field: torch.Tensor
-    std_field: torch.Tensor
-    rhat: np.ndarray
-    ess: np.ndarray
-    acceptance: float
-    seconds: float
-    n_forward_solves: int
-    info: dict = field(default_factory=dict)
-
-    def summary_arrays(self) -> dict[str, np.ndarray]:
-        """What a reference needs, as numpy arrays (for ``invdiff.io.cached_arrays``):
-        mean and std fields (N, N) float32, worst R-hat and ESS over the free parameters,
-        seconds and forward solves."""
-        return {"mean": self.mean_field.float().numpy(), "std": self.std_field.float().numpy(),
-                "rhat_max": np.nanmax(self.rhat), "ess_min": np.nanmin(self.ess),
-                "seconds": np.asarray(self.seconds), "solves": np.asarray(self.n_forward_solves)}
+__all__ = ["InclusionPosterior", "MCMCResult", "reference_posterior", "relative_noise_std"]
 
 
 def relative_noise_std(y_clean: torch.Tensor, level: float) -> float:
     """s = level * RMS(y_clean) over all entries: the std the core GaussianNoise(level=) used."""
     return float(level * y_clean.double().square().mean().sqrt())
-
-
-def stretch_move(log_prob: LogProb, init: np.ndarray, n_steps: int, rng: np.random.Generator,
-                 a: float = 2.0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Ensemble sampling of ``log_prob`` ((k, d) -> (k,)) from walkers ``init`` (W, d), W even.
-
-    Returns the chain (n_steps, W, d) and the acceptance indicator (n_steps, W).
-    """
-    x = np.array(init, dtype=np.float64)
-    n_walkers, d = x.shape
-    if n_walkers < 2 * d + 2 or n_walkers % 2:
-        raise ConfigError(f"n_walkers={n_walkers} must be even and at least 2 d + 2 = {2 * d + 2}")
-    lp = log_prob(x)
-    halves = (np.arange(0, n_walkers // 2), np.arange(n_walkers // 2, n_walkers))
-    chain = np.empty((n_steps, n_walkers, d))
-    accepted = np.zeros((n_steps, n_walkers), dtype=bool)
-    for t in tqdm(range(n_steps), disable=not progress, desc="MCMC"):
-        for moving, other in (halves, halves[::-1]):
-            partners = x[rng.choice(other, size=len(moving))]
-            z = ((a - 1.0) * rng.random(len(moving)) + 1.0) ** 2 / a
-            proposal = partners + z[:, None] * (x[moving] - partners)
-            lp_new = log_prob(proposal)
-            log_ratio = (d - 1) * np.log(z) + lp_new - lp[moving]
-            ok = np.log(rng.random(len(moving))) < log_ratio
-            x[moving[ok]], lp[moving[ok]] = proposal[ok], lp_new[ok]
-            accepted[t, moving] = ok
-        chain[t] = x
-    return chain, accepted
-
-
-class ParameterPosterior:
-    """log p(theta_free | y) = log L(field(theta)) + const on the prior's box, counting solves.
-
-    ``log_likelihood`` maps fields ``(k, *x_shape)`` float64 to ``(k,)``; ``prior`` offers
-    ``bounds`` (d, 2), ``names`` and ``field_from_params``. A range with equal ends fixes that
-    parameter. ``periods`` {index: period} marks angles whose range is one full period: they
-    move freely on the real line and are read modulo the period (no wall at 0 = pi, where an
-    orientation posterior may straddle the two ends of the range).
-    """
-
-    def __init__(self, log_likelihood: Callable[[torch.Tensor], torch.Tensor], prior: Any,
-                 periods: dict[int, float] | None = None) -> None:
-        self.log_likelihood, self.prior = log_likelihood, prior
-        b = prior.bounds.numpy()
-        self.lo, self.hi = b[:, 0], b[:, 1]
-        self.free = np.flatnonzero(self.hi > self.lo)
-        self.periods = dict(periods or {})
-        self.n_solves = 0
-
-    def full(self, theta_free: np.ndarray) -> np.ndarray:
-        """(k, d_free) -> (k, d) with the fixed parameters filled in and angles wrapped."""
-        theta = np.tile(self.lo, (theta_free.shape[0], 1))
-        theta[:, self.free] = theta_free
-        for i, period in self.periods.items():
-            theta[:, i] = self.lo[i] + np.mod(theta[:, i] - self.lo[i], period)
-        return theta
-
-    def __call__(self, theta_free: np.ndarray) -> np.ndarray:
-        theta = self.full(theta_free)
-        inside = np.all((theta >= self.lo) & (theta <= self.hi), axis=1)
-        lp = np.full(theta.shape[0], -np.inf)
-        if inside.any():
-            x = self.prior.field_from_params(torch.from_numpy(theta[inside]), torch.float64)
-            self.n_solves += int(inside.sum())
-            lp[inside] = self.log_likelihood(x).numpy()
-        return lp
 
 
 class InclusionPosterior(ParameterPosterior):
@@ -167,34 +53,6 @@ class InclusionPosterior(ParameterPosterior):
         return -0.5 * resid.flatten(1).square().sum(1) / self.noise_std**2
 
 
-def initial_walkers(post: ParameterPosterior, n_walkers: int, rng: np.random.Generator,
-                    init: str, init_factor: int, init_scale: float) -> np.ndarray:
-    """Starting positions (n_walkers, d_free) of the ensemble (see the module docstring)."""
-    lo, hi = post.lo[post.free], post.hi[post.free]
-    candidates = lo + rng.random((init_factor * n_walkers, len(post.free))) * (hi - lo)
-    ranked = candidates[np.argsort(-post(candidates))]
-    if init == "prior":
-        return ranked[:n_walkers]
-    if init != "map":
-        raise ConfigError(f"init={init!r} must be 'map' or 'prior'")
-    res = scipy.optimize.minimize(lambda t: -post(t[None])[0], ranked[0], method="Nelder-Mead",
-                                  options={"xatol": 1e-6, "fatol": 1e-3, "maxfev": 600})
-    ball = res.x + init_scale * (hi - lo) * rng.standard_normal((n_walkers, len(post.free)))
-    return reflect_into(ball, lo, hi, [i in post.periods for i in post.free])
-
-
-def reflect_into(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, periodic: list[bool]
-                 ) -> np.ndarray:
-    """Fold points (k, d) into the box by reflection at its walls (periodic coordinates are
-    left as they are). Clipping would put every walker that overshoots a wall on the same
-    value, and the stretch move, which only moves along differences of walkers, could then
-    never leave that value: a MAP on a wall would freeze that parameter."""
-    width = hi - lo
-    y = np.mod(x - lo, 2 * width, where=width > 0, out=np.zeros_like(x))
-    folded = lo + np.where(y > width, 2 * width - y, y)
-    return np.where(np.asarray(periodic, dtype=bool), x, folded)
-
-
 def reference_posterior(
     y: torch.Tensor,
     noise_std: float,
@@ -214,51 +72,3 @@ def reference_posterior(
     res.info["noise_std"] = post.noise_std
     res.seconds = time.perf_counter() - t0
     return res
-
-
-def sample_parameter_posterior(
-    post: ParameterPosterior,
-    n_steps: int = 2000,
-    n_walkers: int = 32,
-    seed: int = 0,
-    burn_in: int | None = None,
-    init: str = "map",
-    init_factor: int = 4,
-    init_scale: float = 1e-3,
-    max_field_samples: int = 4000,
-    threads: int | None = 1,
-    progress: bool = False,
-) -> MCMCResult:
-    """Ensemble MCMC of any :class:`ParameterPosterior`, draws pushed to field statistics.
-
-    ``burn_in`` defaults to n_steps // 2; ``threads``: torch intra-op threads while sampling
-    (restored after; None: as is). Periodic parameters are reported modulo their period (R-hat
-    and ESS too).
-    """
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    burn = n_steps // 2 if burn_in is None else burn_in
-    if not 0 <= burn < n_steps:
-        raise ConfigError(f"burn_in={burn} must lie in [0, n_steps={n_steps})")
-    free, d = post.free, len(post.lo)
-    with torch_threads(threads):
-        start = initial_walkers(post, n_walkers, rng, init, init_factor, init_scale)
-        n_init = post.n_solves
-        chain_free, accepted = stretch_move(post, start, n_steps, rng, progress=progress)
-    chain = np.stack([post.full(c) for c in chain_free])  # (n_steps, W, d), angles wrapped
-    kept = chain[burn:]
-    rhat, ess = np.full(d, np.nan), np.full(d, np.nan)
-    walkers_first = kept[..., free].transpose(1, 0, 2)
-    rhat[free], ess[free] = split_rhat(walkers_first), effective_sample_size(walkers_first)
-    draws = kept.reshape(-1, d)
-    stride = max(1, len(draws) // max_field_samples)
-    with torch_threads(threads):
-        x = post.prior.field_from_params(torch.from_numpy(draws[::stride]), torch.float64)[:, 0]
-    return MCMCResult(
-        params=torch.from_numpy(draws), chain=torch.from_numpy(chain),
-        mean_field=x.mean(0), std_field=x.std(0),
-        rhat=rhat, ess=ess, acceptance=float(accepted[burn:].mean()),
-        seconds=time.perf_counter() - t0, n_forward_solves=post.n_solves,
-        info={"burn_in": burn, "n_walkers": n_walkers, "n_steps": n_steps, "seed": seed,
-              "init_solves": n_init, "free_parameters": [post.prior.names[i] for i in free]},
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from invdiff.hookspecs import hookimpl
+from invdiff.params import MCMCReferenceParams
 from invdiff_elasticity.params import (
     CircularInclusionParams,
     ElasticityFEMParams,
@@ -25,3 +26,9 @@ def register_priors(register):
 def register_forward_models(register):
     register("elasticity-fem", "invdiff_elasticity.fem:ElasticityFEM", ElasticityFEMParams,
              "bilinear-quad FEM of a compressed elastic square (u_y at element centres)")
+
+
+@hookimpl
+def register_references(register):
+    register("inclusion-mcmc", "invdiff_elasticity.reference:InclusionMCMCReference",
+             MCMCReferenceParams, "parametric-prior posterior by ensemble MCMC, Gaussian noise")

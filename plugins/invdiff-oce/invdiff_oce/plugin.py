@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from invdiff.hookspecs import hookimpl
+from invdiff.params import MCMCReferenceParams, Params
 from invdiff_oce.params import OCEPhaseNoiseParams, OCEPhaseParams, TumourSpheroidParams
 
 
@@ -22,3 +23,11 @@ def register_forward_models(register):
 def register_noise_models(register):
     register("oce-phase-noise", "invdiff_oce.noise:OCEPhaseNoise", OCEPhaseNoiseParams,
              "speckle/SNR-dependent OCT phase noise with strain decorrelation")
+
+
+@hookimpl
+def register_references(register):
+    register("spheroid-mcmc", "invdiff_oce.reference:SpheroidMCMCReference", MCMCReferenceParams,
+             "spheroid-parameter MCMC with the exact phase likelihood (unsmoothed speckle)")
+    register("oce-algebraic", "invdiff_oce.reference:AlgebraicReference", Params,
+             "stress/strain point estimate under the compliant layer (no std)")

@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 
 import torch
-from invdiff_elasticity.inclusions import uniform_box
 
 from invdiff.checks import generator_device
 from invdiff.errors import DataError
 from invdiff.interfaces import Prior
+from invdiff.mcmc import uniform_box
 
 Range = tuple[float, float]
 
@@ -77,6 +77,7 @@ class TumourSpheroidPrior(Prior):
     """
 
     names = NAMES
+    reference = "spheroid-mcmc"  # the reference posterior that fits this prior
 
     def __init__(
         self,

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from invdiff_elasticity.mcmc import ParameterPosterior
 from invdiff_oce.circular import phase_resultant
 from invdiff_oce.forward import OCEPhaseForward
 from invdiff_oce.likelihood import (
@@ -23,6 +22,7 @@ from invdiff_oce.reference import orientation_period, reference_posterior
 from invdiff_oce.spheroid import NAMES, TumourSpheroidPrior
 
 from invdiff.errors import ConfigError, DataError
+from invdiff.mcmc import ParameterPosterior
 
 N = 16
 NOISE = OCEPhaseNoise(speckle_smoothing=0.0)
@@ -215,3 +215,28 @@ def test_lazy_table_is_built_once_on_first_use():
     assert get.cache_info().currsize == 0
     table = get()
     assert get() is table and table.height == 4 and table.density.shape[0] == 4
+
+
+def test_registered_reference_runs_the_same_chain(table):
+    """invdiff.create("reference", "spheroid-mcmc") gives the field statistics of
+    reference_posterior with seed + m for measurement m; it refuses smoothed speckle."""
+    import invdiff
+
+    prior, fwd = _rim_prior(), OCEPhaseForward(grid=N)
+    g = torch.Generator().manual_seed(9)
+    y = NOISE(fwd(prior.sample(2, g).double()), generator=g)
+    ref = invdiff.create("reference", "spheroid-mcmc", n_ref=2, n_steps=30, n_walkers=8,
+                         seed=4)
+    assert prior.reference == "spheroid-mcmc" and ref.fits(prior, fwd, NOISE) is None
+    ref._tables[id(NOISE)] = lambda: table  # the module's table: building another takes seconds
+    out = ref(prior, fwd, NOISE, y)
+    for m in range(2):
+        direct = reference_posterior(y[m], prior, fwd, NOISE, table, n_steps=30, n_walkers=8,
+                                     seed=4 + m)
+        torch.testing.assert_close(out.mean[m, 0], direct.mean_field.float(), rtol=0,
+                                   atol=1e-6)
+        torch.testing.assert_close(out.std[m, 0], direct.std_field.float(), rtol=0, atol=1e-6)
+    assert "speckle_smoothing = 0.0" in ref.fits(prior, fwd, OCEPhaseNoise(speckle_smoothing=1.0))
+    alg = invdiff.create("reference", "oce-algebraic")
+    est = alg(prior, fwd, NOISE, y)
+    assert est.std is None and est.mean.shape == (2, 1, N, N) and est.index == [0, 1]

@@ -3,7 +3,6 @@ per question, with the command that produced them), ``calibration.json`` and PNG
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -18,7 +17,7 @@ COLUMNS = ("problem", "net", "sampler", "noise_param", "noise_train", "noise_tes
            "n_test", "n_samples", "nfe", "seconds", "train_seconds", "train_steps",
            "rmse_truth", "bias", "mean_std", "coverage_50", "coverage_90", "reference", "n_ref",
            "rmse_truth_refset", "ref_rmse_truth", "rmse_ref", "std_ratio", "std_corr",
-           "ref_seconds", "sbc_chi2_p", "sbc_ks")
+           "ref_seconds", "sbc_chi2_p", "sbc_ks", "tarp_dev")
 
 
 def fmt(v: Any) -> str:
@@ -48,11 +47,6 @@ def _csv_cell(v: Any) -> str:
     return s if "," not in s else f'"{s}"'
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _diagonal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["noise_train"] == r["noise_test"]]
 
@@ -62,7 +56,7 @@ def cost_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     and after how many measurements the training cost is paid back."""
     out = []
     for r in _diagonal(rows):
-        if not r["reference"].startswith("mcmc") or not r.get("ref_seconds"):
+        if not r.get("ref_sampled") or not r.get("ref_seconds"):
             continue
         saved = r["ref_seconds"] - r["seconds"]
         out.append({**r, "speedup": r["ref_seconds"] / r["seconds"],
@@ -93,9 +87,10 @@ def markdown(result: StudyResult, preset_name: str, command: str, header: Sequen
         "## Against the reference posterior (well-specified cells)", "",
         "`rmse_truth_refset` (cSDM) and `ref_rmse_truth` (reference) are over the same "
         "measurements (the reference's `n_ref`); `rmse_ref` = RMSE between the two means; "
-        "`std_corr` = correlation of the std fields. References: exact = closed form, "
-        "mcmc = inclusion-parameter MCMC, mcmc-oce = spheroid-parameter MCMC with the exact "
-        "phase likelihood, algebraic = OCE stress/strain estimate (no std).", "",
+        "`std_corr` = correlation of the std fields. References (kind `reference`): "
+        "linear-gaussian = closed form, inclusion-mcmc = inclusion-parameter MCMC, "
+        "spheroid-mcmc = spheroid-parameter MCMC with the exact phase likelihood, "
+        "oce-algebraic = OCE stress/strain estimate (no std).", "",
         md_table(ref_rows, ("problem", "net", "sampler", "noise_test", "reference", "n_ref",
                             "rmse_truth_refset", "ref_rmse_truth", "rmse_ref", "std_ratio",
                             "std_corr")), "",
@@ -107,9 +102,12 @@ def markdown(result: StudyResult, preset_name: str, command: str, header: Sequen
                  ("problem", "net", "sampler", "noise_train", "noise_test", "rmse_truth",
                   "bias", "coverage_50", "coverage_90")), "",
         "## Calibration on held-out simulations", "",
-        "Expected coverage at the nominal levels (pixelwise, pooled) and SBC rank uniformity "
-        "(chi-square p-value treating pixels as independent, so read it as a statistic).", "",
-        md_table(_calibration_rows(result), ("cell", "sbc_chi2_p", "sbc_ks", "coverage")), "",
+        "Expected coverage at the nominal levels (pixelwise, pooled), SBC rank uniformity "
+        "(chi-square p-value treating pixels as independent, so read it as a statistic) and "
+        "TARP's largest coverage error of whole fields (`tarp_dev`, 0 = calibrated; few "
+        "measurements make it coarse).", "",
+        md_table(_calibration_rows(result), ("cell", "sbc_chi2_p", "sbc_ks", "tarp_dev",
+                                             "coverage")), "",
         "## Cost: amortized sampling against the MCMC reference", "",
         "`break_even`: measurements after which training + sampling is cheaper than MCMC.", "",
         md_table(cost_rows(rows), ("problem", "net", "sampler", "noise_test", "seconds",
@@ -137,7 +135,7 @@ def _calibration_rows(result: StudyResult) -> list[dict[str, Any]]:
         cov = " ".join(f"{lv:g}:{v:.2f}" for lv, v in zip(c["levels"], c["coverage"],
                                                          strict=True))
         out.append({"cell": key, "sbc_chi2_p": c["sbc_chi2_p"], "sbc_ks": c["sbc_ks"],
-                    "coverage": cov})
+                    "tarp_dev": c.get("tarp_dev"), "coverage": cov})
     return out
 
 

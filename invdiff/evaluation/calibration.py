@@ -3,10 +3,9 @@ r"""Calibration of posterior samples against held-out truths (pixelwise).
 For M held-out pairs (x_m, y_m) with x_m drawn from the prior, and n posterior samples
 x_m^(1..n) ~ q(x | y_m) per pair, every pixel j gives one calibration draw:
 
-* expected coverage: for a level a, the fraction of (m, j) whose truth lies in the central
-  a-interval [Q_{(1-a)/2}, Q_{(1+a)/2}] of the samples (quantiles interpolated linearly between
-  order statistics, numpy's default). A calibrated q gives a (the diagonal); a too narrow q
-  gives less, a too wide one more.
+* expected coverage (:func:`invdiff.metrics.coverage_curve`): for a level a, the fraction of
+  (m, j) whose truth lies in the central a-interval of the samples. A calibrated q gives a
+  (the diagonal); a too narrow q gives less, a too wide one more.
 * simulation-based calibration (Talts et al. 2018, arXiv 1804.06788): the rank
   r = #{i : x^(i) < x_true} in {0, ..., n}. If q is the true posterior, truth and samples are
   exchangeable draws of one distribution, so r is uniform on {0, ..., n}. A U-shaped histogram
@@ -19,6 +18,12 @@ D = max_k |F_emp(k) - (k + 1) / (n + 1)|. Pixels of one field are correlated, so
 treats dependent draws as independent: read it as a statistic (small = suspicious), not as a
 test at face value.
 
+TARP (Lemos et al. 2023, arXiv 2302.03026) tests the joint posterior of whole fields, not
+pixels: for each pair draw a reference point r_m uniformly in the box spanned by all samples
+(coordinates scaled to [0, 1]), and let f_m = fraction of samples closer to r_m than the truth
+(Euclidean distance over all pixels). For the true posterior f_m is uniform, so the expected
+coverage ECP(a) = mean_m 1[f_m < a] equals a; ``tarp_dev`` = max_a |ECP(a) - a|.
+
 Shapes: samples ``(M, n, *x_shape)``, truth ``(M, *x_shape)``.
 """
 
@@ -29,35 +34,12 @@ from collections.abc import Sequence
 import torch
 
 from invdiff.errors import DataError
-from invdiff.posterior import quantile
-
-
-def _check(samples: torch.Tensor, truth: torch.Tensor) -> None:
-    if samples.dim() < 2 or tuple(samples.shape[:1] + samples.shape[2:]) != tuple(truth.shape):
-        raise DataError(f"samples {tuple(samples.shape)} and truth {tuple(truth.shape)} do not "
-                        f"match: expected samples (M, n, *x_shape) and truth (M, *x_shape)")
-    if samples.shape[1] < 2:
-        raise DataError(f"calibration needs at least 2 samples per measurement, got "
-                        f"{samples.shape[1]}")
-
-
-def coverage_curve(samples: torch.Tensor, truth: torch.Tensor,
-                   levels: Sequence[float]) -> torch.Tensor:
-    """Empirical coverage ``(L,)`` of the central intervals at each nominal level in ``levels``
-    (see the module docstring), pooled over measurements and pixels."""
-    _check(samples, truth)
-    lv = torch.as_tensor(list(levels), dtype=torch.float64)
-    if lv.numel() == 0 or bool(((lv <= 0) | (lv >= 1)).any()):
-        raise DataError(f"coverage levels must lie in (0, 1), got {list(levels)}")
-    q = quantile(samples.double().flatten(2), torch.cat([(1 - lv) / 2, (1 + lv) / 2]).tolist())
-    lo, hi = q[: len(lv)], q[len(lv):]  # (L, M, D) each
-    t = truth.double().flatten(1).to(q.device)
-    return ((t >= lo) & (t <= hi)).double().mean(dim=(1, 2)).cpu()
+from invdiff.metrics import check_samples, coverage_curve
 
 
 def sbc_ranks(samples: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Rank of each true pixel among its samples, ``(M, *x_shape)`` int64 in {0..n}."""
-    _check(samples, truth)
+    check_samples(samples, truth)
     return (samples < truth.unsqueeze(1).to(samples)).sum(dim=1)
 
 
@@ -99,6 +81,23 @@ def ks_uniformity(ranks: torch.Tensor, n_samples: int) -> float:
     return float((ecdf - cdf).abs().max())
 
 
+def tarp_coverage(samples: torch.Tensor, truth: torch.Tensor, levels: Sequence[float],
+                  seed: int = 0) -> torch.Tensor:
+    """TARP expected coverage ``(L,)`` at ``levels`` (module docstring); reference points from
+    a generator seeded with ``seed``."""
+    check_samples(samples, truth)
+    s = samples.double().flatten(2).cpu()  # (M, n, D)
+    t = truth.double().flatten(1).cpu()  # (M, D)
+    lo, hi = s.amin(dim=(0, 1)), s.amax(dim=(0, 1))
+    scale = (hi - lo).clamp_min(1e-12)
+    s, t = (s - lo) / scale, (t - lo) / scale
+    ref = torch.rand(t.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    closer = (s - ref[:, None]).norm(dim=-1) < (t - ref).norm(dim=-1)[:, None]  # (M, n)
+    f = closer.double().mean(1)
+    lv = torch.as_tensor(list(levels), dtype=torch.float64)
+    return (f[None, :] < lv[:, None]).double().mean(1)
+
+
 def calibration_summary(samples: torch.Tensor, truth: torch.Tensor, levels: Sequence[float],
                         bins: int) -> dict[str, object]:
     """Everything the study records for one (net, sampler) cell, as JSON-able values."""
@@ -106,7 +105,10 @@ def calibration_summary(samples: torch.Tensor, truth: torch.Tensor, levels: Sequ
     ranks = sbc_ranks(samples, truth)
     counts, expected = rank_histogram(ranks, n, min(bins, n + 1))
     stat, p = chi2_uniformity(ranks, n, min(bins, n + 1))
+    tarp = tarp_coverage(samples, truth, levels)
+    lv = torch.as_tensor(list(levels), dtype=torch.float64)
     return {"levels": list(levels), "coverage": coverage_curve(samples, truth, levels).tolist(),
             "rank_counts": counts.tolist(), "rank_expected": expected.tolist(),
             "sbc_chi2": stat, "sbc_chi2_p": p, "sbc_ks": ks_uniformity(ranks, n),
+            "tarp_coverage": tarp.tolist(), "tarp_dev": float((tarp - lv).abs().max()),
             "n_samples": n}

@@ -20,8 +20,7 @@ from invdiff import pipeline
 from invdiff.data import load_dataset
 
 from .preset import Preset
-from .references import held_out, reference
-from .runner import StudyResult, score_samples
+from .runner import StudyResult, held_out_set, problem_reference, score_samples
 
 
 class _NoTracker:
@@ -59,8 +58,8 @@ def run_peer(preset: Preset, result: StudyResult, log: Callable[[str], None]) ->
     level = preset.problems[spec.problem].noise_levels[0]
     cfg = preset.experiment(spec.problem, level)
     train = load_dataset(pipeline.output_paths(cfg)["train"])
-    h = held_out(preset, spec.problem, level)
-    ref = reference(preset, h)
+    h = held_out_set(preset, spec.problem, level)
+    ref = problem_reference(preset, h)
     torch.manual_seed(preset.seed)
     t0 = time.perf_counter()
     inf = NPSE(prior=None, sde_type="ve", device=preset.device, show_progress_bars=False,

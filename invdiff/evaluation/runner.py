@@ -7,7 +7,7 @@ core pipeline's resumable stages (``run_simulate``, ``run_train``) in ``preset.r
 <runs>/<problem>/noise-<L>/data/*.npz            simulated once per level, shared by the nets
 <runs>/<problem>/noise-<L>/<net>/checkpoints/    the pipeline run of one net (data linked in)
 <runs>/<problem>/noise-<L>/<net>/study/*.json    finished cells (skipped on a rerun)
-<runs>/<problem>/references/*.npz                MCMC references, shared by every cell
+<runs>/<problem>/references/noise-<L>/*.npz     MCMC reference chains, shared by every cell
 ```
 """
 
@@ -27,12 +27,12 @@ import torch
 from invdiff import pipeline
 from invdiff.checkpoint import load_model
 from invdiff.io import atomic_write_text
-from invdiff.metrics import posterior_metrics, rms
+from invdiff.metrics import sample_metrics
 from invdiff.posterior import sample_posterior
 
 from .calibration import calibration_summary
 from .preset import Preset
-from .references import HeldOut, Reference, held_out, reference
+from .references import HeldOut, Reference, held_out, reference_on
 
 
 @dataclass
@@ -50,7 +50,8 @@ class StudyResult:
         noise_train, noise_test and any extra columns); returns its row."""
         row = {**cell, "reference": ref.kind if ref else "",
                "n_ref": len(ref.index) if ref else 0,
-               "ref_seconds": ref.seconds if ref else None, **metrics}
+               "ref_seconds": ref.seconds if ref else None,
+               "ref_sampled": bool(ref and ref.info.get("sampled")), **metrics}
         self.rows.append(row)
         key = "/".join([cell["problem"], cell["net"], cell["sampler"],
                         f"{cell['noise_train']:g}", f"{cell['noise_test']:g}"])
@@ -112,48 +113,25 @@ def cell_key(preset: Preset, sampler: str, h: HeldOut, cfg: Any, ema: bool) -> s
     """A digest of everything a cell's numbers depend on (a changed input reruns the cell).
     The model enters through its experiment config: training is deterministic for a config
     and its step count (``Trainer.fit`` resumes bit-identically)."""
-    spec = preset.problems[h.problem]
+    spec = preset.problems[h.problem].reference
     blob = json.dumps({"sampler": sampler, "params": preset.samplers[sampler],
                        "n": preset.n_samples, "seed": preset.seed, "test": h.level,
                        "experiment": cfg.model_dump(mode="json"), "ema": ema,
-                       "ref": [spec.reference, spec.mcmc.model_dump()],
+                       "ref": spec if isinstance(spec, str | None) else spec.model_dump(),
                        "levels": preset.calibration_levels, "bins": preset.rank_bins,
                        "device": preset.device}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def cell_metrics(samples: torch.Tensor, h: HeldOut, ref: Reference | None) -> dict[str, Any]:
-    """Accuracy of posterior samples ``(M, n, *x_shape)`` against the truth and the reference.
-
-    ``bias`` = mean over measurements and pixels of (posterior mean - truth). Against the
-    reference (on its measurements ``ref.index``): ``rmse_ref`` between the means, the
-    reference's own ``ref_rmse_truth`` next to the cSDM's ``rmse_truth_refset`` on the same
-    measurements, and (if the reference has a std) ``std_ratio`` and ``std_corr``.
-    """
-    truth = h.x.to(samples)
-    out: dict[str, Any] = posterior_metrics(samples, truth)
-    out["bias"] = float((samples.double().mean(1) - truth.double()).mean())
-    if ref is None:
-        return out
-    sub, t = samples[ref.index], truth[ref.index]
-    out.update({"rmse_truth_refset": rms(sub.double().mean(1) - t.double()),
-                "ref_rmse_truth": rms(ref.mean.double() - t.double()),
-                "rmse_ref": rms(sub.double().mean(1) - ref.mean.double())})
-    if ref.std is not None:
-        full = posterior_metrics(sub, None, ref.mean, ref.std)
-        out.update(std_ratio=full["std_ratio"], std_corr=full["std_corr"])
-    return out
 
 
 def score_samples(preset: Preset, samples: torch.Tensor, h: HeldOut, ref: Reference | None,
                   nfe: int, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """Metrics and calibration of posterior samples ``(M, n, *x_shape)`` (CPU) of ``h``;
     ``seconds``: sampling wall time for all M measurements."""
-    metrics = cell_metrics(samples, h, ref)
+    metrics = sample_metrics(samples, h.x, ref)
     calib = calibration_summary(samples, h.x, preset.calibration_levels, preset.rank_bins)
     metrics.update(nfe=nfe, seconds=seconds / len(h.x), n_test=len(h.x),
                    n_samples=int(samples.shape[1]), sbc_chi2_p=calib["sbc_chi2_p"],
-                   sbc_ks=calib["sbc_ks"])
+                   sbc_ks=calib["sbc_ks"], tarp_dev=calib["tarp_dev"])
     return metrics, calib
 
 
@@ -169,6 +147,22 @@ def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Referenc
                          post.seconds)
 
 
+def held_out_set(preset: Preset, problem: str, level: float) -> HeldOut:
+    """The held-out set of ``problem`` at test noise ``level``: the pairs simulated at the
+    problem's first training level, noised at ``level``."""
+    spec = preset.problems[problem]
+    return held_out(preset.experiment(problem, spec.noise_levels[0]),
+                    preset.experiment(problem, level), level, problem)
+
+
+def problem_reference(preset: Preset, h: HeldOut) -> Reference | None:
+    """The problem's reference posterior on the held-out set ``h`` (chains cached per level
+    under ``<runs>/<problem>/references``)."""
+    spec = preset.reference_spec(h.problem, h.components[0])
+    cache = Path(preset.runs) / h.problem / "references" / f"noise-{h.level:g}"
+    return reference_on(spec, h.components, h.y, h.y_clean, cache)
+
+
 def run_problem(preset: Preset, problem: str, result: StudyResult,
                 log: Callable[[str], None], progress: bool) -> None:
     """Train the problem's models, then fill its cells into ``result``."""
@@ -179,8 +173,8 @@ def run_problem(preset: Preset, problem: str, result: StudyResult,
     sets: dict[float, tuple[HeldOut, Reference | None]] = {}
     for noise_train, noise_test in preset.cells(problem):
         if noise_test not in sets:
-            h = held_out(preset, problem, noise_test)
-            sets[noise_test] = (h, reference(preset, h))
+            h = held_out_set(preset, problem, noise_test)
+            sets[noise_test] = (h, problem_reference(preset, h))
         h, ref = sets[noise_test]
         for net in preset.nets:
             cfg = preset.experiment(problem, noise_train, net)

@@ -113,7 +113,7 @@ def cost_plot(rows: list[dict[str, Any]], path: Path) -> Path:
         secs.append(r["seconds"])
         colors.append("tab:blue")
     refs = {(r["problem"], r["noise_test"]): r["ref_seconds"] for r in rows
-            if r["reference"] == "mcmc" and r.get("ref_seconds")}
+            if r.get("ref_sampled") and r.get("ref_seconds")}
     for (problem, level), s in refs.items():
         labels.append(f"{problem} {level:g}\nMCMC")
         secs.append(s)

@@ -1,0 +1,214 @@
+"""Study presets: one TOML file says what to run at which scale.
+
+The presets ``smoke``, ``cpu`` and ``gpu`` ship inside the package (``invdiff/presets/``); any
+other TOML file of the same schema works too. A preset holds the matrix (problems x nets x
+samplers) and, per problem, the pieces of an :class:`~invdiff.config.ExperimentConfig`. The
+experiment of a cell is built by deep-merging, in order: the preset's ``base`` section, the
+problem's ``experiment`` section, the net, and the training noise level (written into
+``problem.noise_model.params[noise_param]``). Every preset goes through this same code; presets
+differ only in numbers. Nets and samplers are registry names, so any installed plugin's
+component joins the matrix with one table entry (or one ``--set 'samplers.NAME={}'``).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from invdiff.config import (
+    ComponentSpec,
+    ExperimentConfig,
+    Section,
+    apply_overrides,
+    check_components,
+    format_validation_error,
+    parse_config,
+)
+from invdiff.errors import ConfigError, UnknownComponentError
+from invdiff.pipeline import build_problem, deep_update  # the pipeline's merge of tables
+from invdiff.plugins import get_registry, validate_params
+
+CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+class ProblemSpec(Section):
+    """One problem of the matrix.
+
+    ``reference``: the registered reference posterior (kind ``"reference"``) the samples are
+    measured against besides the truth, ``{ name = ..., params = {...} }``; unset: the one the
+    prior names (its ``reference`` attribute) with its default parameters; ``"none"``: none.
+    ``invdiff.available("reference")`` lists them (e.g. ``linear-gaussian``, ``inclusion-mcmc``,
+    ``spheroid-mcmc``, ``oce-algebraic``).
+    ``noise_param``: the key of ``problem.noise_model.params`` that ``noise_levels`` set; one
+    model is trained per level and tested at the same level, plus the (train, test) pairs of
+    ``misspecified``.
+    """
+
+    reference: ComponentSpec | Literal["none"] | None = None
+    noise_param: str
+    noise_levels: list[float] = Field(min_length=1)
+    misspecified: list[tuple[float, float]] = Field(default_factory=list)
+    experiment: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _pairs_trained(self) -> ProblemSpec:
+        for train, _ in self.misspecified:
+            if train not in self.noise_levels:
+                raise ValueError(f"misspecified pair trains at {train}, which is not one of "
+                                 f"noise_levels {self.noise_levels}: add it there")
+        return self
+
+
+class PeerSpec(Section):
+    """sbi's NPSE on one problem with the same simulations as the cSDM (optional: needs sbi)."""
+
+    enabled: bool = True
+    problem: str = "reference"
+    max_epochs: int = Field(200, ge=1)
+    batch_size: int = Field(200, ge=1)
+    steps: int = Field(500, ge=2, description="reverse-SDE (Euler-Maruyama) steps of sampling")
+
+
+class Preset(Section):
+    name: str
+    out: str | None = Field(None, description="results folder; default RUNS/results")
+    runs: str = Field(description="pipeline run folders (data, checkpoints); reruns resume")
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1, description="torch threads (None: torch's default)")
+    weights: Literal["ema", "raw", "auto"] = Field(
+        "ema", description="auto: EMA or raw, whichever has the lower final validation loss")
+    n_samples: int = Field(64, ge=2, description="posterior samples per measurement")
+    seed: int = 1
+    calibration_levels: list[float] = Field(default_factory=lambda: list(CALIBRATION_LEVELS))
+    rank_bins: int = Field(10, ge=2, description="bins of the SBC rank histograms")
+    base: dict[str, Any] = Field(default_factory=dict)
+    nets: dict[str, ComponentSpec] = Field(min_length=1)
+    samplers: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> params")
+    problems: dict[str, ProblemSpec] = Field(min_length=1)
+    peer: PeerSpec = Field(default_factory=PeerSpec)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path(self.runs) / "results"
+
+    def run_dir(self, problem: str, noise: float, net: str | None = None) -> Path:
+        """Folder of the data at one training noise level, and of each net's run inside it."""
+        base = Path(self.runs) / problem / f"noise-{noise:g}"
+        return base if net is None else base / net
+
+    def experiment(self, problem: str, noise: float, net: str | None = None) -> ExperimentConfig:
+        """The pipeline config of (problem, training noise, net); ``net=None``: the data only
+        (the first net's config, with the data folder as output)."""
+        spec = self.problems[problem]
+        data = copy.deepcopy(self.base)
+        deep_update(data, copy.deepcopy(spec.experiment))
+        net_name = net or next(iter(self.nets))
+        data["net"] = self.nets[net_name].model_dump()
+        data.setdefault("training", {})["device"] = self.device
+        data.setdefault("name", f"{self.name}-{problem}-{noise:g}-{net_name}")
+        noise_model = data.get("problem", {}).get("noise_model")
+        if noise_model is None:
+            raise ConfigError(f"preset {self.name}: problems.{problem}.experiment has no "
+                              f"problem.noise_model")
+        noise_model.setdefault("params", {})[spec.noise_param] = noise
+        data.setdefault("output", {})["dir"] = str(self.run_dir(problem, noise, net))
+        return parse_config(data, f"preset {self.name}, problem {problem}")
+
+    def cells(self, problem: str) -> list[tuple[float, float]]:
+        """(noise_train, noise_test) pairs of a problem: the diagonal, then the misspecified."""
+        spec = self.problems[problem]
+        pairs = [(level, level) for level in spec.noise_levels]
+        return pairs + [p for p in spec.misspecified if p not in pairs]
+
+
+    def reference_spec(self, problem: str, prior: Any) -> ComponentSpec | None:
+        """The reference posterior of ``problem`` (see :class:`ProblemSpec`), or None."""
+        ref = self.problems[problem].reference
+        if ref == "none":
+            return None
+        if ref is None:
+            name = getattr(prior, "reference", None)
+            return ComponentSpec(name=name) if name else None
+        return ref
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with invdiff (``invdiff/presets/*.toml``)."""
+    folder = resources.files("invdiff").joinpath("presets")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset_text(name_or_path: str | Path) -> tuple[str, str]:
+    """(TOML text, source name) of a shipped preset NAME or of a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"no study preset file at {path}; shipped presets: "
+                              f"{', '.join(preset_names())}")
+        return path.read_text(), str(path)
+    if str(name_or_path) not in preset_names():
+        raise ConfigError(f"unknown study preset {str(name_or_path)!r}; known presets: "
+                          f"{', '.join(preset_names())} (or give a TOML file)")
+    res = resources.files("invdiff").joinpath("presets", f"{name_or_path}.toml")
+    return res.read_text(), f"preset {name_or_path}"
+
+
+def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) -> Preset:
+    """A shipped preset by name (``smoke``, ``cpu``, ``gpu``) or a TOML file, with
+    ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied; components, sampler
+    parameters and reference names are checked; :func:`check_fits` checks that each reference
+    fits its problem (it builds the problems, which can take a while at large sizes)."""
+    text, source = read_preset_text(name_or_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    data = apply_overrides(data, overrides or [])
+    try:
+        preset = Preset.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+    reg = get_registry()
+    for problem, spec in preset.problems.items():  # fail before any work, naming the field
+        for net in preset.nets:
+            cfg = preset.experiment(problem, spec.noise_levels[0], net)
+            check_components(cfg, f"{source}: problems.{problem} with net {net}")
+        _check_reference(preset, problem, source)
+    for name, params in preset.samplers.items():
+        try:
+            validate_params(reg.get("sampler", name), params)
+        except (ConfigError, UnknownComponentError) as exc:
+            raise ConfigError(f"{source}: samplers.{name}: {exc}") from None
+    return preset
+
+
+def _check_reference(preset: Preset, problem: str, source: str) -> None:
+    """The problem's reference exists and takes its parameters (building nothing: whether it
+    fits the problem is checked by :func:`check_fits`, which builds the problem)."""
+    ref = preset.problems[problem].reference
+    if not isinstance(ref, ComponentSpec):
+        return
+    try:
+        validate_params(get_registry().get("reference", ref.name), ref.params)
+    except (ConfigError, UnknownComponentError) as exc:
+        raise ConfigError(f"{source}: problems.{problem}.reference: {exc}") from None
+
+
+def check_fits(preset: Preset, problem: str) -> None:
+    """The problem's reference fits it (e.g. the spheroid MCMC needs unsmoothed speckle);
+    builds the problem's components once, so the study calls it before any work."""
+    cfg = preset.experiment(problem, preset.problems[problem].noise_levels[0])
+    prior, fwd, noise = build_problem(cfg)
+    spec = preset.reference_spec(problem, prior)
+    if spec is None:
+        return
+    ref = get_registry().create("reference", spec.name, **spec.params)
+    why = ref.fits(prior, fwd, noise)
+    if why is not None:
+        raise ConfigError(f"preset {preset.name}: problems.{problem}.reference: {spec.name} "
+                          f"does not fit this problem: {why}")
