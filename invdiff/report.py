@@ -64,6 +64,11 @@ def describe_metrics(metrics: dict[str, Any],
                      "(1: the uncertainty sits where the reference puts it)", "correlation"),
         "ref_rmse_truth": (f"RMS error of the reference posterior mean against the true {x} "
                            "(the best a posterior mean can do on average)", x_units),
+        "bias": (f"mean over pixels and measurements of posterior mean - true {x}", x_units),
+        "rmse_truth_refset": ("rmse_truth on the measurements the reference covers (compare "
+                              "with ref_rmse_truth)", x_units),
+        "ref_measurements": ("the held-out measurements the reference posterior covers", ""),
+        "ref_seconds": ("wall-clock time of the reference posterior per measurement", "s"),
         "sampler": ("the posterior sampler", ""),
         "n_samples": ("posterior samples per measurement", "samples"),
         "n_measurements": ("held-out measurements sampled", "measurements"),
@@ -73,6 +78,9 @@ def describe_metrics(metrics: dict[str, Any],
         "checkpoint_sha256": ("SHA-256 of the checkpoint file", ""),
         "sampling_config": ("the sampling settings", ""),
     }
+    for key in metrics:  # the reference's own diagnostics (R-hat, ESS, ...) as it names them
+        if key.startswith("ref_") and key not in known:
+            known[key] = (f"reference posterior diagnostic {key[4:]!r}", "")
     present = [k for k in metrics if k in known]
     reference = metrics.get("reference")
     ref_text = (_reference_help(reference) if reference else
