@@ -21,8 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +32,7 @@ import torch
 from invdiff.errors import ConfigError
 
 __all__ = ["DistContext", "context", "setup", "shutdown", "check_same", "shard",
-           "all_gather", "barrier", "digest"]
+           "all_gather", "barrier", "digest", "wait_for_files"]
 
 #: Seconds a collective may wait for the other ranks before failing (a crashed rank).
 TIMEOUT_ENV = "INVDIFF_DIST_TIMEOUT"
@@ -172,3 +174,13 @@ def shard(n: int, ctx: DistContext | None = None) -> range:
     robin, so the ranks' loads differ by at most one item)."""
     ctx = ctx if ctx is not None else context()
     return range(ctx.rank, n, ctx.world_size)
+
+
+def wait_for_files(*paths: Path, poll_s: float = 2.0) -> None:
+    """Wait until rank 0 has written ``paths`` (atomically, so a file that exists is whole).
+
+    Polls the file system instead of waiting in a collective, so a long simulation on rank 0
+    is not cut short by the process-group timeout; if rank 0 fails, torchrun stops this rank.
+    """
+    while not all(Path(p).exists() for p in paths):
+        time.sleep(poll_s)

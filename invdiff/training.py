@@ -37,14 +37,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from invdiff import distributed
 from invdiff.checkpoint import load_checkpoint, load_state, save_checkpoint
-from invdiff.checks import check_finite, randn
+from invdiff.checks import check_finite, randn, seeded_generator
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.interfaces import NoiseModel, ScoreFn
@@ -659,8 +658,7 @@ def training_normalization(train: Dataset, cfg: TrainingConfig) -> Normalization
 
 def _seeded(seed: int, stream: int, epoch: int) -> torch.Generator:
     """A CPU generator for (seed, stream, epoch), well mixed by NumPy's SeedSequence."""
-    state = np.random.SeedSequence([seed, stream, epoch]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return seeded_generator(seed, stream, epoch)
 
 
 def _chunks(data: Dataset, size: int):
