@@ -207,6 +207,7 @@ def sample_measurements(
     indices: Sequence[int] | None = None,
     sampler: str | Sampler = "annealed-langevin",
     n: int = 100,
+    sigmas: torch.Tensor | Sequence[float] | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     **sampler_params: Any,
 ) -> Posterior:
@@ -224,7 +225,8 @@ def sample_measurements(
     elif sampler_params:
         raise ConfigError("sampler parameters need a sampler name, not a Sampler instance")
     parts = [
-        sample_posterior(score_or_model, y[i:i + 1], sampler=sampler, n=n, quantiles=(),
+        sample_posterior(score_or_model, y[i:i + 1], sampler=sampler, n=n, sigmas=sigmas,
+                         quantiles=(),
                          generator=seeded_generator(seed, m, device=y.device))
         for i, m in enumerate(indices)
     ]
