@@ -114,3 +114,36 @@ def test_config_fields():
         parse_config({**base, "data": {"executor": "ray"}})
     with pytest.raises(ConfigError, match="set data.executor = 'dask'"):
         parse_config({**base, "data": {"scheduler": "tcp://h:8786"}})
+
+
+class DyingPrior:
+    """The reference prior, except that the first chunk to run kills its worker process
+    (os._exit, no exception: as if the machine went away) once, marked by a file."""
+
+    def __init__(self, prior, marker):
+        self.prior, self.marker, self.shape = prior, str(marker), prior.shape
+
+    def sample(self, n, generator=None):
+        import os
+        from pathlib import Path
+
+        if not Path(self.marker).exists():
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return self.prior.sample(n, generator=generator)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_costs_only_its_chunk(prob, tmp_path):
+    """A worker dies in the middle of a chunk: Dask reruns that chunk on a worker that lives,
+    and the data still hash like the local executor's."""
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    kw = dict(n=24, chunk_size=8, seed=4, progress=False)
+    local = invdiff.simulate(prob.prior, prob.forward_model, prob.noise_model, **kw)
+    dying = DyingPrior(prob.prior, tmp_path / "died")
+    ds = invdiff.simulate(dying, prob.forward_model, prob.noise_model, executor="dask",
+                          workers=2, **kw)
+    assert (tmp_path / "died").exists()  # a worker did die
+    assert sha256(ds) == sha256(local)
