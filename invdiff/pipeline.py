@@ -202,12 +202,13 @@ def _sample_shared_out(model: Any, y: torch.Tensor, s: Any, params: dict[str, An
     slowest rank's total."""
     from invdiff.posterior import Posterior, sample_measurements
 
-    mine = list(distributed.shard(len(y), ctx))
+    mine = list(distributed.shard(len(y), ctx))  # empty on rank r >= M
     post = sample_measurements(model, y[mine].to(model.sigmas.device), s.seed, mine,
-                               sampler=s.sampler.name, n=s.n_samples, **params)
+                               sampler=s.sampler.name, n=s.n_samples, **params) if mine else None
     if not ctx.active:
         return post
-    parts = distributed.all_gather((mine, post.samples.cpu(), post.nfe, post.seconds, post.info))
+    parts = distributed.all_gather((mine, None, 0, 0.0, {}) if post is None else
+                                   (mine, post.samples.cpu(), post.nfe, post.seconds, post.info))
     if not ctx.is_main:
         return None
     order = torch.tensor([m for p in parts for m in p[0]]).argsort()

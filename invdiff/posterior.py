@@ -215,11 +215,12 @@ def sample_measurements(
     ``i``) of ``y (M, *y_shape)`` drawn from a generator seeded by ``(seed, indices[i])`` on
     the score's device: its samples are the same whether it is sampled alone, with others, or
     on another rank. ``nfe`` is per chain; ``seconds`` the total; ``info`` the first
-    measurement's. ``y`` holds no measurement (M = 0): an empty Posterior.
+    measurement's.
     """
     indices = list(range(len(y))) if indices is None else [int(i) for i in indices]
-    if len(indices) != len(y):
-        raise ConfigError(f"{len(indices)} indices for {len(y)} measurements; give one each")
+    if len(indices) != len(y) or not indices:
+        raise ConfigError(f"{len(indices)} indices for {len(y)} measurements; give one index "
+                          f"for each of at least one measurement")
     if isinstance(sampler, str):
         sampler = _create_sampler(sampler, sampler_params)
     elif sampler_params:
@@ -230,8 +231,6 @@ def sample_measurements(
                          generator=seeded_generator(seed, m, device=y.device))
         for i, m in enumerate(indices)
     ]
-    if not parts:
-        return Posterior.from_samples(y.new_zeros(0, n), quantiles)
     samples = torch.cat([p.samples for p in parts])
     return Posterior.from_samples(samples, quantiles, nfe=parts[0].nfe,
                                   seconds=sum(p.seconds for p in parts), info=parts[0].info)

@@ -240,6 +240,8 @@ def test_each_measurement_has_its_own_chains_whatever_the_sharing():
     assert torch.equal(together[[0, 2]], shares[0]) and torch.equal(together[[1]], shares[1])
     assert not torch.equal(run([1]), sample_measurements(post.score_fn(), y[[1]], 8, [1],
                                                          **kw).samples)  # the seed matters
+    with pytest.raises(ConfigError, match="one index for each"):
+        sample_measurements(post.score_fn(), y, 7, [0, 1], **kw)
     mean, std = post.mean(y).double(), post.cov.diagonal().sqrt().reshape(post.x_shape)
     err = (together.double().mean(1) - mean) / (std / 400**0.5)
     assert err.abs().max() < 5, err.abs().max()
