@@ -7,6 +7,7 @@ Modes:
              trainer that resumes OUT/part up to 12 steps.
     mismatch rank 1 uses another seed: the ranks must refuse to start.
     crash    rank 1 raises at step 2: the others must stop instead of waiting.
+    hang     rank 1 stops answering at step 2: the others must fail after the timeout.
 
 Each rank saves OUT/rank{R}_{name}.pt: the weights, the EMA, the history and the y rows its
 network was given during training (one tensor per step), which shows what it computed.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -35,15 +37,18 @@ STEPS, PART = 12, 5
 class RecordingNet(TinyScoreNet):
     """TinyScoreNet that keeps the y rows it is given while training (not in validation)."""
 
-    def __init__(self, *args, crash_at: int | None = None, **kw) -> None:
+    def __init__(self, *args, crash_at: int | None = None, hang_at: int | None = None,
+                 **kw) -> None:
         super().__init__(*args, **kw)
         self.seen: list[torch.Tensor] = []
-        self.crash_at = crash_at
+        self.crash_at, self.hang_at = crash_at, hang_at
 
     def forward(self, x, y, sigma):
         if self.training:
             if self.crash_at is not None and len(self.seen) == self.crash_at:
                 raise RuntimeError("simulated crash of this rank")
+            if self.hang_at is not None and len(self.seen) == self.hang_at:
+                time.sleep(600)  # alive but silent: only the process-group timeout helps
             self.seen.append(y.detach().clone())
         return super().forward(x, y, sigma)
 
@@ -59,9 +64,11 @@ def config(steps: int = STEPS, **kw) -> TrainingConfig:
     return TrainingConfig(**(base | kw))
 
 
-def make(folder: Path | None, steps: int = STEPS, crash_at: int | None = None, **kw) -> Trainer:
+def make(folder: Path | None, steps: int = STEPS, crash_at: int | None = None,
+         hang_at: int | None = None, **kw) -> Trainer:
     problem, train, val = data()
-    return Trainer(RecordingNet(crash_at=crash_at), train, SIGMAS, config(steps, **kw), val=val,
+    net = RecordingNet(crash_at=crash_at, hang_at=hang_at)
+    return Trainer(net, train, SIGMAS, config(steps, **kw), val=val,
                    noise_model=problem.noise_model, checkpoint_dir=folder, progress=False)
 
 
@@ -93,6 +100,8 @@ def main(mode: str, out: Path) -> None:
         make(None, seed=3 + rank)
     elif mode == "crash":
         make(None, crash_at=2 if rank == 1 else None).fit()
+    elif mode == "hang":
+        make(None, hang_at=2 if rank == 1 else None).fit()
     else:
         raise SystemExit(f"unknown mode {mode}")
     distributed.shutdown()

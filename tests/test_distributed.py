@@ -139,6 +139,18 @@ def test_a_crashed_rank_stops_the_others(tmp_path):
     assert "rank: 1" in res.stderr  # torchrun's summary names the rank that failed first
 
 
+@pytest.mark.slow
+def test_a_silent_rank_makes_the_others_fail_after_the_timeout(tmp_path):
+    """Rank 1 stops answering (alive, no crash): rank 0 fails in its next collective after
+    INVDIFF_DIST_TIMEOUT (5 s here) instead of waiting, and torchrun then stops rank 1."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", distributed.TIMEOUT_ENV: "5"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node=2", str(SCRIPT), "hang", str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=200, env=env)
+    assert res.returncode != 0  # rank 1 alone would sleep 600 s: the timeout ended it
+    assert "Timed out waiting 5000ms" in res.stderr
+
+
 # -- one process -------------------------------------------------------------------------------
 def test_single_process_touches_no_process_group(one_process):
     assert one_process.dist == distributed.DistContext(0, 1, 0)
