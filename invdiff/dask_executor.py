@@ -13,9 +13,10 @@ seed, so the data are bit-identical to ``executor = "local"`` whatever the numbe
   ``INVDIFF_LOAD_PLUGINS`` set there too): the components are pickled by reference to their
   classes. An unreachable address fails within ``INVDIFF_DASK_TIMEOUT`` seconds (default 30).
 
-The components (prior, forward and noise models) are sent to every worker once; a task that
-fails because its worker died is retried on another worker (``RETRIES`` times), so a lost
-worker costs only its chunk.
+The components (prior, forward and noise models) are sent to every worker once. A task
+whose worker dies is rescheduled on another worker by the scheduler (Dask's
+``distributed.scheduler.allowed-failures``, 3 by default), and a task that raises is retried
+``RETRIES`` times, so a lost worker costs only its chunk.
 """
 
 from __future__ import annotations
