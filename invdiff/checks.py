@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from invdiff.errors import DataError
@@ -87,3 +88,10 @@ def randn(
     dev = generator.device if generator is not None else like.device
     z = torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=dev)
     return z.to(like.device)
+
+
+def seeded_generator(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on ``device`` seeded by the integers ``keys`` (e.g. seed, stream, index),
+    mixed by NumPy's SeedSequence so that neighbouring keys give unrelated streams."""
+    state = np.random.SeedSequence(list(keys)).generate_state(2, np.uint32)
+    return torch.Generator(device).manual_seed(int(state[0]) << 32 | int(state[1]))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -37,10 +39,40 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) from torchrun's variables, without importing torch."""
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        return 0, 1
+
+
+def _torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Start this command again under ``torch.distributed.run`` with ``nproc`` ranks on this
+    machine (``--standalone``: a free rendezvous port), without ``--nproc``."""
+    if nproc < 1:
+        print("invdiff: error: --nproc must be >= 1", file=sys.stderr)
+        return 2
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "invdiff.cli", *rest]
+    return subprocess.call(cmd)
+
+
 def _stage(name: str):
     def run(args: argparse.Namespace) -> int:
         from invdiff import pipeline
         from invdiff.config import load_config
+
+        if getattr(args, "nproc", None) is not None and _rank()[1] == 1:
+            return _torchrun(args.nproc, args.argv)
 
         cfg = load_config(args.config, overrides=args.set)
         if getattr(args, "out", None):
@@ -54,7 +86,7 @@ def _stage(name: str):
         if name == "run":
             kwargs["say"] = _say
         result = fn(cfg, **kwargs)
-        if isinstance(result, dict):
+        if isinstance(result, dict) and _rank()[0] == 0:  # one report, not one per rank
             print(json.dumps(result, indent=2, default=str))
         return 0
 
@@ -138,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         if name == "sample":
             sp.add_argument("--checkpoint", help="checkpoint to load (default: the run's)")
+        if name in ("train", "sample", "run"):
+            sp.add_argument("--nproc", type=int, metavar="K",
+                            help="start K processes on this machine with torchrun (DDP "
+                                 "training, measurements shared out); see docs/scale-out.md")
         sp.set_defaults(func=_stage(name))
 
     sp = sub.add_parser("demo", help=DEMO_HELP)
@@ -168,19 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
+    rank, world = _rank()
+    where = f" (rank {rank} of {world})" if world > 1 else ""
     try:
         return int(args.func(args) or 0)
     except InvdiffError as exc:
-        print(f"invdiff {args.command}: error: {exc}", file=sys.stderr)
+        print(f"invdiff {args.command}{where}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, read-only or forbidden output folder, ...
         print(f"invdiff {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"invdiff {args.command}: interrupted; rerun the same command to resume",
+        print(f"invdiff {args.command}{where}: interrupted; rerun the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        if world > 1 and "torch" in sys.modules:
+            from invdiff.distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

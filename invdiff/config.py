@@ -36,7 +36,7 @@ import difflib
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -66,8 +66,22 @@ class DataConfig(Section):
     n_val: int = Field(200, ge=0)
     n_test: int = Field(5, ge=1, description="held-out measurements to sample")
     chunk_size: int = Field(256, ge=1)
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, description="processes that simulate chunks in parallel")
     seed: int = 0
+    executor: Literal["local", "dask"] = Field(
+        "local", description="where chunks run: 'local' (a process pool of `workers`) or "
+        "'dask' (dask.distributed; pip install 'invdiff[dask]'): the same data either way"
+    )
+    scheduler: str | None = Field(
+        None, description="dask: address of a running scheduler (e.g. 'tcp://host:8786'); "
+        "unset = a LocalCluster of `workers` single-threaded worker processes"
+    )
+
+    @model_validator(mode="after")
+    def _scheduler_needs_dask(self) -> DataConfig:
+        if self.scheduler is not None and self.executor != "dask":
+            raise ValueError("data.scheduler is a Dask address: set data.executor = 'dask'")
+        return self
 
 
 class LadderConfig(Section):

@@ -11,6 +11,10 @@ writes into ``output.dir`` and picks up what an earlier (or interrupted) run lef
 <out>/metrics.json                      accuracy and cost
 <out>/figures/*.png                     posterior panels, loss curve
 ```
+
+Under ``torchrun`` (:mod:`invdiff.distributed`) every rank runs the same stage: rank 0 alone
+simulates missing data (the others wait for its files) and writes every file; training is
+data-parallel and sampling shares the held-out measurements out over the ranks.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import torch
 
+from invdiff import distributed
 from invdiff.checks import check_training_pairs
 from invdiff.config import ExperimentConfig, parse_config, read_config_data
 
@@ -72,13 +77,18 @@ def _simulate(cfg: ExperimentConfig, which: str, progress: bool) -> Dataset:
     prior, fwd, noise = build_problem(cfg)
     return simulate(prior, fwd, noise, workers=cfg.data.workers,
                     path=output_paths(cfg)[which], progress=progress,
+                    executor=cfg.data.executor, scheduler=cfg.data.scheduler,
                     **_simulation_settings(cfg, which))
 
 
 @locked
 def run_simulate(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
-    """Simulate ``n_train + n_val`` training pairs and ``n_test`` held-out pairs."""
+    """Simulate ``n_train + n_val`` training pairs and ``n_test`` held-out pairs (under
+    torchrun: on rank 0, while the other ranks wait for its files)."""
     paths = output_paths(cfg)
+    if not distributed.context().is_main:
+        distributed.wait_for_files(paths["train"], paths["test"])
+        return {"train": str(paths["train"]), "test": str(paths["test"])}
     train = _simulate(cfg, "train", progress)
     test = _simulate(cfg, "test", progress)
     return {"train": str(paths["train"]), "n_train_val": len(train),
@@ -121,7 +131,7 @@ def build_net(cfg: ExperimentConfig, x_shape: tuple, y_shape: tuple) -> tuple[An
 
 def _datasets(cfg: ExperimentConfig, progress: bool) -> tuple[Dataset, Dataset]:
     paths = output_paths(cfg)
-    if not (paths["train"].exists() and paths["test"].exists()):
+    if not (paths["train"].exists() and paths["test"].exists()):  # (rank 0 makes them)
         run_simulate(cfg, progress)
     return tuple(_checked_dataset(cfg, which) for which in ("train", "test"))
 
@@ -177,7 +187,8 @@ def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
                       checkpoint_dir=paths["ckpt_dir"], net_spec=net_spec,
                       experiment=cfg.model_dump(mode="json"), progress=progress)
     trainer.fit(resume=True)
-    summary = {"steps": trainer.step, "seconds": trainer.history[-1]["seconds"]
+    summary = {"steps": trainer.step, "world_size": trainer.dist.world_size,
+               "rank_batch": trainer.rank_batch, "seconds": trainer.history[-1]["seconds"]
                if trainer.history else None,
                "val_loss_ema": trainer.history[-1].get("val_loss_ema") if trainer.history
                else None,
@@ -185,6 +196,8 @@ def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
                "sigma_L": float(sigmas[-1]), "ladder_reasoning": reasoning,
                "parameters": sum(p.numel() for p in net.parameters()),
                "history": trainer.history}
+    if not trainer.dist.is_main:  # rank 0 writes the files
+        return {k: v for k, v in summary.items() if k != "history"}
     atomic_write_text(paths["history"], json.dumps(summary, indent=2))
     if cfg.output.figures and trainer.history:
         from invdiff.figures import loss_figure
@@ -203,7 +216,6 @@ def run_sample(
     ``source`` names the config in hints (the CLI passes the path the user typed)."""
     from invdiff.checkpoint import load_model
     from invdiff.metrics import sample_metrics
-    from invdiff.posterior import sample_posterior
     from invdiff.report import describe_metrics, field_labels
 
     paths = output_paths(cfg)
@@ -211,14 +223,16 @@ def run_sample(
     if not ckpt.exists():
         raise CheckpointError(f"no trained model at {ckpt}; run `invdiff train {source} "
                               f"--out {cfg.out_dir}` first")
-    device = cfg.training_config().device
-    model = load_model(ckpt, device=device)
+    device = torch.device(cfg.training_config().device)
+    ctx = distributed.setup(device)
+    model = load_model(ckpt, device=distributed.device_for(device, ctx))
     _, test = _datasets(cfg, progress)
     s = cfg.sampling
-    params = _with_progress("sampler", s.sampler.name, dict(s.sampler.params), progress)
-    gen = torch.Generator(device=model.sigmas.device).manual_seed(s.seed)
-    post = sample_posterior(model, test.y.to(model.sigmas.device), sampler=s.sampler.name,
-                            n=s.n_samples, generator=gen, threads=s.threads, **params)
+    params = _with_progress("sampler", s.sampler.name, dict(s.sampler.params),
+                            progress and ctx.is_main)
+    post = _sample_shared_out(model, test.y, s, params, ctx)
+    if post is None:  # another rank than 0: its measurements went to rank 0
+        return {"rank": ctx.rank, "world_size": ctx.world_size}
     post.save(paths["posterior"])
 
     samples = post.samples.cpu()
@@ -228,7 +242,8 @@ def run_sample(
     metrics = sample_metrics(samples, test.x, ref)
     metrics.update({"sampler": s.sampler.name, "n_samples": s.n_samples,
                     "n_measurements": len(test), "nfe": post.nfe,
-                    "seconds": post.seconds, "reference": ref.kind if ref else None,
+                    "seconds": post.seconds, "world_size": ctx.world_size,
+                    "reference": ref.kind if ref else None,
                     "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt),
                     "sampling_config": s.model_dump(mode="json")})
     if ref is not None:
@@ -273,6 +288,31 @@ def _reference(cfg: ExperimentConfig, test: Dataset, progress: bool) -> tuple[An
         if cfg.sampling.reference is not None:
             raise ConfigError(f"sampling.reference: {exc}") from None
         return None, str(exc)
+
+
+def _sample_shared_out(model: Any, y: torch.Tensor, s: Any, params: dict[str, Any],
+                       ctx: distributed.DistContext) -> Any:
+    """The posterior of every measurement in ``y (M, *y_shape)``, each rank sampling its
+    share (:func:`invdiff.distributed.shard`) with chains seeded by the measurement index;
+    gathered on rank 0 in measurement order (None on the other ranks). ``seconds`` is the
+    slowest rank's total."""
+    from invdiff.posterior import Posterior, sample_measurements
+
+    mine = list(distributed.shard(len(y), ctx))  # empty on rank r >= M
+    post = sample_measurements(model, y[mine].to(model.sigmas.device), s.seed, mine,
+                               sampler=s.sampler.name, n=s.n_samples, threads=s.threads,
+                               **params) if mine else None
+    if not ctx.active:
+        return post
+    parts = distributed.all_gather((mine, None, 0, 0.0, {}) if post is None else
+                                   (mine, post.samples.cpu(), post.nfe, post.seconds, post.info))
+    if not ctx.is_main:
+        return None
+    order = torch.tensor([m for p in parts for m in p[0]]).argsort()
+    samples = torch.cat([p[1] for p in parts if p[0]])[order]
+    nfe, info = next((p[2], p[4]) for p in parts if p[0])
+    return Posterior.from_samples(samples, post.quantile_levels, nfe=nfe,
+                                  seconds=max(p[3] for p in parts), info=info)
 
 
 def _with_progress(kind: str, name: str, params: dict[str, Any], progress: bool) -> dict:

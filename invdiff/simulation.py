@@ -124,6 +124,8 @@ def simulate(
     path: str | Path | None = None,
     progress: bool = True,
     spec: Any = None,
+    executor: str = "local",
+    scheduler: str | None = None,
 ) -> Dataset:
     """Simulate ``n`` pairs (fewer if some are dropped as non-finite) and return a Dataset.
 
@@ -136,7 +138,12 @@ def simulate(
             If ``path`` already holds a dataset made with the same settings, it is loaded.
         spec: a JSON-able description of the components (e.g. their registry names and
             params); it is stored in ``meta`` and guards resume against mixing settings.
+        executor: ``"local"`` (a process pool of ``workers``) or ``"dask"``
+            (:mod:`invdiff.dask_executor`: a LocalCluster of ``workers`` processes, or the
+            running ``scheduler``); the data do not depend on it.
     """
+    if executor not in ("local", "dask"):
+        raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'dask'")
     if n < 1 or chunk_size < 1 or workers < 1:
         raise ConfigError(f"need n, chunk_size, workers >= 1; got {n}, {chunk_size}, {workers}")
     spec = spec if spec is not None else _default_spec(prior, forward_model, noise_model)
@@ -159,7 +166,13 @@ def simulate(
             for i, size in enumerate(sizes) if i not in done]
     bar = tqdm(total=len(sizes), initial=len(done), desc="simulate", unit="chunk",
                disable=not progress)
-    for index, arrays in _map_chunks(todo, workers):
+    if executor == "dask":
+        from invdiff.dask_executor import map_chunks as dask_map
+
+        results = dask_map(todo, workers, scheduler)
+    else:
+        results = _map_chunks(todo, workers)
+    for index, arrays in results:
         if parts_dir is not None:
             save_arrays(parts_dir / f"chunk_{index:06d}.npz", arrays)
         done[index] = arrays

@@ -18,6 +18,13 @@ w(sigma)/2 sum_i lambda_i / (lambda_i + sigma^2) (the tests check this).
 :class:`Trainer` runs Adam with linear warm-up, gradient clipping and an EMA of the weights in
 the dataset's normalised units, validates at fixed sigmas with fixed noise, writes atomic
 checkpoints and resumes them bit-identically (CPU). See ``docs/training.md``.
+
+Under ``torchrun`` (several ranks, :mod:`invdiff.distributed`) the net is wrapped in
+DistributedDataParallel and ``batch_size`` stays the *global* batch: every rank rebuilds the
+same global batch and the same levels and noise for it (same generators), then forwards only
+its contiguous slice of ``batch_size / world_size`` examples. DDP averages the ranks'
+gradients, and the mean of equal-sized shard means is the global mean, so the weights follow
+the single-process trajectory up to float rounding. Only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -30,13 +37,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+from invdiff import distributed
 from invdiff.checkpoint import load_checkpoint, load_state, save_checkpoint
-from invdiff.checks import check_finite, check_training_pairs, randn
+from invdiff.checks import check_finite, check_training_pairs, randn, seeded_generator
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.interfaces import NoiseModel, ScoreFn
@@ -319,6 +326,16 @@ class Trainer:
     ) -> None:
         self.config = cfg = config if config is not None else TrainingConfig()
         self.device = _resolve_device(cfg.device)
+        self.dist = distributed.setup(self.device)
+        self.device = distributed.device_for(self.device, self.dist)
+        if cfg.batch_size % self.dist.world_size:
+            raise ConfigError(
+                f"training.batch_size {cfg.batch_size} (the global batch) does not split over "
+                f"{self.dist.world_size} ranks; use a multiple of {self.dist.world_size} or "
+                f"start another number of processes"
+            )
+        distributed.check_same({"training": cfg.model_dump(mode="json", exclude={"device"}),
+                                "experiment": experiment, "n_train": len(train)})
         self.sigmas = check_ladder(torch.as_tensor(sigmas, dtype=torch.float32)).to(self.device)
         self._log_normal = ((cfg.sigma_log_mean, cfg.sigma_log_std)
                             if cfg.sigma_sampling == "log-normal" else None)
@@ -339,9 +356,15 @@ class Trainer:
         self.train_data, self.val_data, self.noise_model = train, val, noise_model
         self.normalization = training_normalization(train, cfg)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.net_spec, self.experiment, self.progress = net_spec, experiment, progress
+        self.net_spec, self.experiment = net_spec, experiment
+        self.progress = progress and self.dist.is_main
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
         self.net = net.to(device=self.device, memory_format=fmt)
+        # what the training step calls: DDP (averages gradients over the ranks) or the net
+        self._forward_net: torch.nn.Module = self.net
+        if self.dist.active:
+            self._forward_net = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.dtype = next(self.net.parameters()).dtype
         self._x = self._normalized(train.x, "x")
         self.optimizer = _make_optimizer(self.net, cfg)
@@ -365,6 +388,16 @@ class Trainer:
     @property
     def batches_per_epoch(self) -> int:
         return len(self.train_data) // self.config.batch_size
+
+    @property
+    def rank_batch(self) -> int:
+        """Examples each rank forwards per step: ``batch_size / world_size``."""
+        return self.config.batch_size // self.dist.world_size
+
+    def _shard(self) -> slice:
+        """This rank's contiguous slice of a global batch."""
+        b = self.rank_batch
+        return slice(self.dist.rank * b, (self.dist.rank + 1) * b)
 
     def epoch_data(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(perm (N,), x_n (N, *x_shape), y_n (N, *y_shape))`` of ``epoch``, normalised.
@@ -403,9 +436,11 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One Adam step on the batch ``(x_n, y_n)``, then the EMA update.
+        """One Adam step on the global batch ``(x_n, y_n)``, then the EMA update.
 
-        Returns ``loss`` and ``grad_norm`` (the global norm before clipping) and ``lr``.
+        Levels and noise are drawn for the whole global batch (the same on every rank); each
+        rank forwards its shard (all of it for a single process). Returns ``loss`` (the global
+        batch mean), ``grad_norm`` (the global norm before clipping) and ``lr``.
         """
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
@@ -413,12 +448,20 @@ class Trainer:
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         sigma, z = _draw_dsm(x, self.sigmas, self.generator, self._log_normal)
+        if self.dist.active:
+            part = self._shard()
+            x, y, sigma, z = x[part], y[part], sigma[part], z[part]
         with self._autocast():
-            loss = dsm_terms(self.net, x, y, sigma, z, self.config.loss_weighting).mean()
-        loss.backward()
+            loss = dsm_terms(self._forward_net, x, y, sigma, z,
+                             self.config.loss_weighting).mean()
+        loss.backward()  # under DDP the gradients are now the mean over the ranks
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
-        value = float(loss.detach())
+        loss = loss.detach()
+        if self.dist.active:  # every rank logs, and stops on, the same global value
+            torch.distributed.all_reduce(loss)
+            loss = loss / self.dist.world_size
+        value = float(loss)
         if not math.isfinite(value):
             raise ConfigError(
                 f"the training loss became {value} at step {self.step}; lower training.lr, "
@@ -454,10 +497,13 @@ class Trainer:
         g = _seeded(self.config.seed, _VALIDATION, 0)  # the same draws at every call
         total, count = 0.0, 0
         bs = self.config.batch_size
-        for x_all, y_all in _chunks(self.val_data, bs):
+        for i, (x_all, y_all) in enumerate(_chunks(self.val_data, bs)):
             x, y = self._normalized(x_all, "x"), self._normalized(y_all, "y")
+            mine = i % self.dist.world_size == self.dist.rank  # ranks share out the chunks
             for level in self._val_levels.tolist():
-                z = randn(x.shape, g, x)
+                z = randn(x.shape, g, x)  # drawn on every rank: the noise stays the same
+                if not mine:
+                    continue
                 sigma = torch.full((x.shape[0],), level, device=self.device, dtype=x.dtype)
                 with self._autocast():
                     total += float(dsm_terms(net, x, y, sigma, z,
@@ -465,6 +511,10 @@ class Trainer:
                 count += x.shape[0]
         if isinstance(net, torch.nn.Module):
             net.train(was_training)
+        if self.dist.active:
+            sums = torch.tensor([total, count], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(sums)
+            total, count = float(sums[0]), float(sums[1])
         return total / count
 
     # -- the loop ----------------------------------------------------------------------------
@@ -496,13 +546,15 @@ class Trainer:
                                     val_ema="-" if val is None else f"{val:.4g}")
                 if self.checkpoint_dir is not None and self.step % cfg.checkpoint_every == 0:
                     self._seconds = time.perf_counter() - start
-                    self.save(self._ckpt_path("last.pt"))
+                    if self.dist.is_main:
+                        self.save(self._ckpt_path("last.pt"))
         finally:
             bar.close()
         self._seconds = time.perf_counter() - start
-        if self.checkpoint_dir is not None:
+        if self.checkpoint_dir is not None and self.dist.is_main:
             self.save(self._ckpt_path("last.pt"))
             self.save(self._ckpt_path("final.pt"))
+        distributed.barrier()  # every rank returns once final.pt exists
         return self.model()
 
     def _resume(self, resume: bool | str | Path) -> None:
@@ -555,6 +607,8 @@ class Trainer:
             "seconds": self._seconds,
             "acc": list(self._acc),
             "history": json.dumps(self.history),
+            "world_size": self.dist.world_size,  # informative: a resume may use another
+            "rank_batch": self.rank_batch,
         }
         return save_checkpoint(
             path, model=self.net.state_dict(), ema=self.ema.state_dict(),
@@ -623,8 +677,7 @@ def training_normalization(train: Dataset, cfg: TrainingConfig) -> Normalization
 
 def _seeded(seed: int, stream: int, epoch: int) -> torch.Generator:
     """A CPU generator for (seed, stream, epoch), well mixed by NumPy's SeedSequence."""
-    state = np.random.SeedSequence([seed, stream, epoch]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return seeded_generator(seed, stream, epoch)
 
 
 def _chunks(data: Dataset, size: int):
