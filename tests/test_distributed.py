@@ -274,7 +274,8 @@ def test_rank_zero_gathers_the_shares_in_measurement_order(monkeypatch):
     y = prob.forward_model(prob.prior.sample(5, generator=torch.Generator().manual_seed(0)))
     score = prob.posterior.score_fn()
     score.sigmas = geometric(5.0, 0.05, 8)  # as a ScoreModel carries its ladder
-    s = SimpleNamespace(seed=5, n_samples=6, threads=1, sampler=SimpleNamespace(name="annealed-langevin"))
+    s = SimpleNamespace(seed=5, n_samples=6, threads=1,
+                        sampler=SimpleNamespace(name="annealed-langevin"))
     params = dict(x_shape=prob.posterior.x_shape, progress=False)
     one = pipeline._sample_shared_out(score, y, s, params, distributed.DistContext())
 
