@@ -136,7 +136,7 @@ def test_calibration_bad_input_is_named():
 def test_presets_load_and_share_one_schema(name):
     preset = load_preset(name)
     assert set(preset.problems) == {"reference", "elasticity", "oce"}
-    assert set(preset.samplers) == {"annealed-langevin", "predictor-corrector"}
+    assert set(preset.samplers) == {"annealed-langevin", "predictor-corrector", "heun", "dpm-2m"}
     assert set(preset.nets) == {"unet", "refinenet"}
     cells = preset.cells("elasticity")
     assert (0.05, 0.10) in cells and (0.10, 0.05) in cells
@@ -201,7 +201,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     preset = load_preset("smoke")
     expected = {(p, n, s, a, b) for p in preset.problems for (a, b) in preset.cells(p)
                 for n in preset.nets for s in preset.samplers}
-    assert cells == expected and len(expected) == 4 + 16 + 4
+    assert cells == expected and len(expected) == 2 * (4 + 16 + 4)
     for r in rows:
         assert 0 <= float(r["coverage_90"]) <= 1 and float(r["seconds"]) > 0
     by_ref = {r["problem"]: r["reference"] for r in rows}
@@ -280,8 +280,9 @@ def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
     result = study("smoke", **kw)
     rows = _rows(out / "results.csv")
     assert [(r["sampler"], r["reference"]) for r in rows] == [
-        ("annealed-langevin", "linear-gaussian"), ("predictor-corrector", "linear-gaussian")]
-    assert len(result.rows) == 2 and (out / "results.md").exists()
+        ("annealed-langevin", "linear-gaussian"), ("predictor-corrector", "linear-gaussian"),
+        ("heun", "linear-gaussian"), ("dpm-2m", "linear-gaussian")]
+    assert len(result.rows) == 4 and (out / "results.md").exists()
     # the exact posterior's own error, recomputed here from the held-out set
     from invdiff.reference import exact_posterior
 
