@@ -121,7 +121,8 @@ def _study_rows(site_dir, tmp_path, *extra):
 
 def _check_euler_rows(rows):
     samplers = {r["sampler"] for r in rows}
-    assert samplers == {"annealed-langevin", "predictor-corrector", "example-euler"}
+    assert samplers == {"annealed-langevin", "predictor-corrector", "heun", "dpm-2m",
+                        "example-euler"}
     euler = next(r for r in rows if r["sampler"] == "example-euler")
     assert euler["reference"] == "linear-gaussian" and int(euler["nfe"]) == 4 + 1
     assert 0 <= float(euler["coverage_90"]) <= 1 and float(euler["std_ratio"]) > 0
