@@ -40,6 +40,7 @@ from invdiff.checks import check_finite, randn
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.interfaces import NoiseModel, ScoreFn
+from invdiff.logging_tb import open_writer
 from invdiff.model import ScoreModel
 from invdiff.sigmas import check_ladder
 
@@ -50,7 +51,8 @@ __all__ = ["TrainingConfig", "Trainer", "EMA", "dsm_loss", "dsm_terms", "loss_we
 #: from (seed, stream, epoch), so they need no saved state; validation noise is fixed.
 _SHUFFLE, _REDRAW, _VALIDATION = 1, 2, 3
 #: Config fields that may change when resuming: they do not alter the weight trajectory.
-RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device"})
+RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device",
+                               "snapshot_steps", "tensorboard"})
 #: How each level's DSM term is weighted (:func:`loss_weight`).
 LossWeighting = Literal["sigma2", "edm"]
 
@@ -79,6 +81,12 @@ class TrainingConfig(BaseModel):
         4, description="validation levels: n levels spread across the ladder, or explicit sigmas"
     )
     checkpoint_every: int = Field(1000, ge=1, description="write checkpoint_dir/last.pt")
+    snapshot_steps: list[int] = Field(
+        default_factory=list, description="also keep checkpoint_dir/step-K.pt after these "
+        "steps K (learning curves: the model part-way through the same run)"
+    )
+    tensorboard: bool = Field(False, description="log scalars to <out>/tensorboard/ (needs the "
+                              "tensorboard package: pip install 'invdiff[tensorboard]')")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
     redraw_noise: bool = Field(False, description="fresh measurement noise on y every epoch")
@@ -335,6 +343,8 @@ class Trainer:
         self._acc = [0.0, 0.0, 0]  # loss sum, grad-norm sum, steps since the last history row
         self._epoch_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
         self._val_levels = self._validation_levels()
+        self._tb = (open_writer(self.checkpoint_dir, self.sigmas) if cfg.tensorboard
+                    else None)
 
     # -- data --------------------------------------------------------------------------------
     def _normalized(self, t: torch.Tensor, which: str) -> torch.Tensor:
@@ -396,7 +406,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         sigma, z = _draw_dsm(x, self.sigmas, self.generator, self._log_normal)
         with self._autocast():
-            loss = dsm_terms(self.net, x, y, sigma, z, self.config.loss_weighting).mean()
+            terms = dsm_terms(self.net, x, y, sigma, z, self.config.loss_weighting)
+            loss = terms.mean()
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
@@ -409,6 +420,8 @@ class Trainer:
         self.optimizer.step()
         self.ema.update(self.net, self.step)
         self.step += 1
+        if self._tb is not None:
+            self._tb.add_terms(sigma, terms.detach())
         return {"loss": value, "grad_norm": float(grad_norm), "lr": lr}
 
     # -- validation --------------------------------------------------------------------------
@@ -478,8 +491,13 @@ class Trainer:
                 if self.checkpoint_dir is not None and self.step % cfg.checkpoint_every == 0:
                     self._seconds = time.perf_counter() - start
                     self.save(self._ckpt_path("last.pt"))
+                if self.checkpoint_dir is not None and self.step in cfg.snapshot_steps:
+                    self._seconds = time.perf_counter() - start
+                    self.save(self._ckpt_path(f"step-{self.step}.pt"))
         finally:
             bar.close()
+            if self._tb is not None:
+                self._tb.flush()
         self._seconds = time.perf_counter() - start
         if self.checkpoint_dir is not None:
             self.save(self._ckpt_path("last.pt"))
@@ -516,6 +534,8 @@ class Trainer:
         }
         self.history.append(row)
         self._acc = [0.0, 0.0, 0]
+        if self._tb is not None:
+            self._tb.log_row(row, self.config.batch_size)
         return row
 
     def model(self, ema: bool = True) -> ScoreModel:
