@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 from tqdm.auto import tqdm
 
 from invdiff.checkpoint import load_checkpoint, load_state, save_checkpoint
@@ -81,7 +81,7 @@ class TrainingConfig(BaseModel):
         4, description="validation levels: n levels spread across the ladder, or explicit sigmas"
     )
     checkpoint_every: int = Field(1000, ge=1, description="write checkpoint_dir/last.pt")
-    snapshot_steps: list[int] = Field(
+    snapshot_steps: list[PositiveInt] = Field(
         default_factory=list, description="also keep checkpoint_dir/step-K.pt after these "
         "steps K (learning curves: the model part-way through the same run)"
     )

@@ -125,3 +125,8 @@ def test_reference_comparison_mean_error_in_std_units():
     out = reference_comparison(samples, torch.zeros(2, 1, 2, 2), ref)
     assert math.isclose(out["mean_err_std"], 0.5)
     assert math.isclose(out["std_ratio"], math.sqrt(2) / 2, rel_tol=1e-12)
+
+
+def test_snapshot_steps_must_be_positive():
+    with pytest.raises(ValueError, match="snapshot_steps"):
+        TrainingConfig(snapshot_steps=[0, 10])
