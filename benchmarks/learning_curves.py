@@ -18,10 +18,10 @@ against the first recipe beside the seed-to-seed spread) and ``curves.png`` (met
 training seconds) into ``--out``. Data, trainings, references and scored snapshots are kept
 under ``--runs`` and read back on a rerun.
 
-    # the reference problem, 16 x 16, at a cut budget (about 20 min on one core)
+    # the reference problem, 16 x 16, at a fifth of the cpu budget (about 20 min on one core)
     OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/learning_curves.py --problem reference \\
-        --steps 800 --recipes sigma2 edm edm-lognormal --sampler predictor-corrector \\
-        --n-test 8 --n-samples 32 --out docs/results/learning-curves/reference
+        --steps 600 --recipes sigma2 edm --sampler predictor-corrector --n-test 4 \\
+        --n-samples 32 --set threads=1 --out docs/results/learning-curves/reference
     # elasticity 5% (16 x 16) or OCE at the cpu preset's budget (hours; see the results page)
     python benchmarks/learning_curves.py --problem elasticity --noise 0.05 --recipes sigma2 edm
     python benchmarks/learning_curves.py --problem oce --recipes sigma2 edm
