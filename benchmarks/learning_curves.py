@@ -7,7 +7,11 @@ for a fixed budget of steps, keeping snapshots at 25%, 50% and 100% of it
 against the problem's reference posterior (exact or MCMC), with the study's own pieces
 (:mod:`invdiff.evaluation`: held-out set, reference, sampler cell, metrics):
 
-* ``mean_err_std``: RMS of (posterior mean - reference mean) / reference std;
+* ``mean_err_std``: RMS of (posterior mean - reference mean) / reference std, per pixel
+  (only where the reference std is positive everywhere: MCMC references over a parametric
+  prior are certain of the pixels far from any inclusion);
+* ``mean_err_pooled``: ``rmse_ref`` / RMS(reference std), the same in units of the typical
+  std, defined for every reference;
 * ``rmse_ref``: RMSE between the posterior mean and the reference mean;
 * ``std_ratio``: mean posterior std / mean reference std (1 is exact; > 1 too wide);
 * ``std_corr``: correlation of the std fields;
@@ -47,7 +51,7 @@ from invdiff.config import apply_overrides, parse_config
 from invdiff.errors import ConfigError
 from invdiff.evaluation.preset import Preset, check_fits, load_preset
 from invdiff.evaluation.references import HeldOut
-from invdiff.evaluation.report import md_table
+from invdiff.evaluation.report import fmt, md_table
 from invdiff.evaluation.runner import (
     cell_key,
     held_out_set,
@@ -57,10 +61,12 @@ from invdiff.evaluation.runner import (
     train_net,
 )
 from invdiff.io import atomic_open, atomic_write_text
+from invdiff.metrics import rms
 from invdiff.runtime import torch_threads
 
 FRACTIONS = (0.25, 0.5, 1.0)
-METRICS = ("mean_err_std", "rmse_ref", "std_ratio", "std_corr", "coverage_90")
+METRICS = ("mean_err_std", "mean_err_pooled", "rmse_ref", "std_ratio", "std_corr",
+           "coverage_90")
 #: Named recipes: experiment overrides. Each sets every knob it is about, so that a change of
 #: the library's defaults does not silently change what a name measures.
 RECIPES: dict[str, list[str]] = {
@@ -146,13 +152,22 @@ def score_run(preset: Preset, cfg: Any, sampler: str, h: HeldOut, ref: Any,
             metrics, _ = run_cell(preset, model, sampler, h, ref)
             atomic_write_text(cache, json.dumps(metrics))
         row = {"step": step, "fraction": step / steps, "train_seconds": hist["seconds"],
-               "weights": "ema" if ema else "raw", "sampler": sampler, **metrics}
-        log(f"  step {step}: " + ", ".join(f"{m} {row[m]:.3g}" for m in METRICS))
+               "weights": "ema" if ema else "raw", "sampler": sampler, **metrics,
+               "mean_err_pooled": metrics["rmse_ref"] / rms(ref.std)}
+        log(f"  step {step}: " + ", ".join(f"{m} {fmt(row.get(m))}" for m in METRICS))
         rows.append(row)
     return rows
 
 
 # -- report ------------------------------------------------------------------------------------
+def defined(values: list[Any]) -> bool:
+    return all(v is not None and math.isfinite(v) for v in values)
+
+
+def num(v: Any) -> str:
+    return f"{v:.3g}" if defined([v]) else "-"
+
+
 def per_seed_table(rows: list[dict[str, Any]]) -> str:
     """Each (recipe, fraction): the seeds' values side by side, ``a / b``."""
     out = []
@@ -163,7 +178,7 @@ def per_seed_table(rows: list[dict[str, Any]]) -> str:
             line = {"recipe": recipe, "fraction": f"{frac:.0%}", "steps": sel[0]["step"],
                     "train_seconds": " / ".join(f"{r['train_seconds']:.0f}" for r in sel)}
             for m in METRICS:
-                line[m] = " / ".join(f"{r[m]:.3g}" for r in sel)
+                line[m] = " / ".join(num(r.get(m)) for r in sel)
             out.append(line)
     return md_table(out, ["recipe", "fraction", "steps", "train_seconds", *METRICS])
 
@@ -173,7 +188,7 @@ def gain_table(rows: list[dict[str, Any]]) -> str:
     seed-to-seed spread (half the range of the seeds) of both."""
     final = [r for r in rows if r["fraction"] == 1.0]
     recipes = list(dict.fromkeys(r["recipe"] for r in final))
-    vals = {(rc, m): [r[m] for r in final if r["recipe"] == rc] for rc in recipes
+    vals = {(rc, m): [r.get(m) for r in final if r["recipe"] == rc] for rc in recipes
             for m in METRICS}
     base = recipes[0]
     out = []
@@ -181,6 +196,8 @@ def gain_table(rows: list[dict[str, Any]]) -> str:
         line = {"recipe": rc}
         for m in METRICS:
             v, b = vals[(rc, m)], vals[(base, m)]
+            if not defined(v + b):
+                continue
             spread = (max(v) - min(v)) / 2
             line[m] = (f"{statistics.mean(v):.3g} ± {spread:.2g}" if rc == base else
                        f"{statistics.mean(v) - statistics.mean(b):+.3g} (± {spread:.2g})")
@@ -202,6 +219,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             for j, seed in enumerate(sorted({r["seed"] for r in rows if r["recipe"] == rc})):
                 sel = sorted((r for r in rows if r["recipe"] == rc and r["seed"] == seed),
                              key=lambda r: r["step"])
+                if not defined([r.get(m) for r in sel]):
+                    continue
                 ax.plot([r["train_seconds"] for r in sel], [r[m] for r in sel], marker="o",
                         color=colors[i % len(colors)], ls=("-", "--", ":")[j % 3],
                         label=f"{rc} seed {seed}")
@@ -210,7 +229,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             ax.axhline(target, color="grey", lw=0.8)
         ax.set_xlabel("training seconds")
         ax.set_title(m)
-    axes[0].legend(fontsize=7)
+    axes[METRICS.index("std_ratio")].legend(fontsize=7)  # defined for every reference
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_open(path, "wb") as fh:

@@ -125,6 +125,12 @@ def test_reference_comparison_mean_error_in_std_units():
     out = reference_comparison(samples, torch.zeros(2, 1, 2, 2), ref)
     assert math.isclose(out["mean_err_std"], 0.5)
     assert math.isclose(out["std_ratio"], math.sqrt(2) / 2, rel_tol=1e-12)
+    certain = ref_std.clone()
+    certain[0, 0, 0, 0] = 0.0  # a pixel the reference is sure of: no error in its std units
+    out = reference_comparison(samples, torch.zeros(2, 1, 2, 2),
+                               ReferenceResult(index=[0, 1], mean=ref_mean, std=certain,
+                                               seconds=0.0))
+    assert "mean_err_std" not in out and math.isclose(out["rmse_ref"], 1.0)
 
 
 def test_snapshot_steps_must_be_positive():
