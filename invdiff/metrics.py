@@ -97,7 +97,10 @@ def reference_comparison(samples: torch.Tensor, truth: torch.Tensor, ref: Any
     :class:`~invdiff.interfaces.ReferenceResult`) on the measurements it covers
     (``ref.index``): ``rmse_truth_refset`` (the samples' mean on those measurements) beside the
     reference's ``ref_rmse_truth``, ``rmse_ref`` between the means and, if the reference has a
-    std, ``std_ratio`` and ``std_corr``."""
+    std, ``std_ratio``, ``std_corr`` and, where the reference std is positive at every pixel,
+    ``mean_err_std`` (the mean's error in reference-std units; an MCMC reference over a
+    parametric prior can be certain of some pixels, e.g. far from any inclusion, where it
+    is undefined)."""
     sub, t = samples[ref.index], truth[ref.index].to(samples.device)
     m = sub.double().mean(1)
     ref_mean = ref.mean.double().to(m.device)
@@ -106,6 +109,8 @@ def reference_comparison(samples: torch.Tensor, truth: torch.Tensor, ref: Any
     if ref.std is not None:
         full = posterior_metrics(sub, None, ref.mean, ref.std)
         out.update(std_ratio=full["std_ratio"], std_corr=full["std_corr"])
+        if bool((ref.std > 0).all()):
+            out["mean_err_std"] = full["mean_err_std"]
     return out
 
 

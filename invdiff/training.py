@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 from tqdm.auto import tqdm
 
 from invdiff import distributed
@@ -47,6 +47,7 @@ from invdiff.checks import check_finite, check_training_pairs, randn, seeded_gen
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.interfaces import NoiseModel, ScoreFn
+from invdiff.logging_tb import open_writer
 from invdiff.model import ScoreModel
 from invdiff.runtime import torch_threads
 from invdiff.sigmas import check_ladder
@@ -58,7 +59,8 @@ __all__ = ["TrainingConfig", "Trainer", "EMA", "dsm_loss", "dsm_terms", "loss_we
 #: from (seed, stream, epoch), so they need no saved state; validation noise is fixed.
 _SHUFFLE, _REDRAW, _VALIDATION = 1, 2, 3
 #: Config fields that may change when resuming: they do not alter the weight trajectory.
-RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device", "threads"})
+RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device", "threads",
+                               "snapshot_steps", "tensorboard"})
 #: How each level's DSM term is weighted (:func:`loss_weight`).
 LossWeighting = Literal["sigma2", "edm"]
 
@@ -87,6 +89,12 @@ class TrainingConfig(BaseModel):
         4, description="validation levels: n levels spread across the ladder, or explicit sigmas"
     )
     checkpoint_every: int = Field(1000, ge=1, description="write checkpoint_dir/last.pt")
+    snapshot_steps: list[PositiveInt] = Field(
+        default_factory=list, description="also keep checkpoint_dir/step-K.pt after these "
+        "steps K (learning curves: the model part-way through the same run)"
+    )
+    tensorboard: bool = Field(False, description="log scalars to <out>/tensorboard/ (needs the "
+                              "tensorboard package: pip install 'invdiff[tensorboard]')")
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
     threads: int | None = Field(
@@ -376,6 +384,9 @@ class Trainer:
         self._acc = [0.0, 0.0, 0]  # loss sum, grad-norm sum, steps since the last history row
         self._epoch_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
         self._val_levels = self._validation_levels()
+        # one writer per run: rank 0's (its shard's loss bands stand for the global batch)
+        self._tb = (open_writer(self.checkpoint_dir, self.sigmas)
+                    if cfg.tensorboard and self.dist.is_main else None)
 
     # -- data --------------------------------------------------------------------------------
     def _normalized(self, t: torch.Tensor, which: str) -> torch.Tensor:
@@ -452,8 +463,8 @@ class Trainer:
             part = self._shard()
             x, y, sigma, z = x[part], y[part], sigma[part], z[part]
         with self._autocast():
-            loss = dsm_terms(self._forward_net, x, y, sigma, z,
-                             self.config.loss_weighting).mean()
+            terms = dsm_terms(self._forward_net, x, y, sigma, z, self.config.loss_weighting)
+            loss = terms.mean()
         loss.backward()  # under DDP the gradients are now the mean over the ranks
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
@@ -470,6 +481,8 @@ class Trainer:
         self.optimizer.step()
         self.ema.update(self.net, self.step)
         self.step += 1
+        if self._tb is not None:
+            self._tb.add_terms(sigma, terms.detach())
         return {"loss": value, "grad_norm": float(grad_norm), "lr": lr}
 
     # -- validation --------------------------------------------------------------------------
@@ -548,8 +561,14 @@ class Trainer:
                     self._seconds = time.perf_counter() - start
                     if self.dist.is_main:
                         self.save(self._ckpt_path("last.pt"))
+                if (self.checkpoint_dir is not None and self.step in cfg.snapshot_steps
+                        and self.dist.is_main):
+                    self._seconds = time.perf_counter() - start
+                    self.save(self._ckpt_path(f"step-{self.step}.pt"))
         finally:
             bar.close()
+            if self._tb is not None:
+                self._tb.flush()
         self._seconds = time.perf_counter() - start
         if self.checkpoint_dir is not None and self.dist.is_main:
             self.save(self._ckpt_path("last.pt"))
@@ -587,6 +606,8 @@ class Trainer:
         }
         self.history.append(row)
         self._acc = [0.0, 0.0, 0]
+        if self._tb is not None:
+            self._tb.log_row(row, self.config.batch_size)
         return row
 
     def model(self, ema: bool = True) -> ScoreModel:

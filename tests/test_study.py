@@ -174,7 +174,7 @@ def test_bad_preset_is_named(tmp_path, old, new, message):
 
 
 def test_unknown_problem_and_preset_are_named(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="known presets: cpu, gpu, smoke"):
+    with pytest.raises(ConfigError, match="known presets: cpu, gpu, gpu-short, smoke"):
         load_preset("nonesuch")
     with pytest.raises(ConfigError, match="no study preset file at"):
         load_preset(tmp_path / "missing.toml")
