@@ -3,7 +3,7 @@
 The study is a matrix problems x nets x samplers run from a preset (``invdiff study smoke``,
 or :func:`study` in Python). Modules by role:
 
-* ``preset``: the TOML presets (shipped: ``smoke``, ``cpu``, ``gpu``);
+* ``preset``: the TOML presets (shipped: ``smoke``, ``cpu``, ``gpu``, ``gpu-short``);
 * ``references``: held-out sets (one seeding rule) and the registered reference posteriors;
 * ``calibration``: SBC ranks and TARP (coverage itself is in :mod:`invdiff.metrics`, the one
   metrics module, shared with ``invdiff sample``);

@@ -1,6 +1,6 @@
 """Study presets: one TOML file says what to run at which scale.
 
-The presets ``smoke``, ``cpu`` and ``gpu`` ship inside the package (``invdiff/presets/``); any
+The presets ``smoke``, ``cpu``, ``gpu`` and ``gpu-short`` ship inside the package (``invdiff/presets/``); any
 other TOML file of the same schema works too. A preset holds the matrix (problems x nets x
 samplers) and, per problem, the pieces of an :class:`~invdiff.config.ExperimentConfig`. The
 experiment of a cell is built by deep-merging, in order: the preset's ``base`` section, the
@@ -159,7 +159,7 @@ def read_preset_text(name_or_path: str | Path) -> tuple[str, str]:
 
 
 def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) -> Preset:
-    """A shipped preset by name (``smoke``, ``cpu``, ``gpu``) or a TOML file, with
+    """A shipped preset by name (``smoke``, ``cpu``, ``gpu``, ``gpu-short``) or a TOML file, with
     ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied; components, sampler
     parameters and reference names are checked; :func:`check_fits` checks that each reference
     fits its problem (it builds the problems, which can take a while at large sizes)."""
