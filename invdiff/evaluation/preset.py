@@ -3,8 +3,9 @@
 The presets ``smoke``, ``cpu``, ``gpu`` and ``gpu-short`` ship inside the package
 (``invdiff/presets/``); any other TOML file of the same schema works too. A preset holds
 the matrix (problems x nets x samplers) and, per problem, the pieces of an
-:class:`~invdiff.config.ExperimentConfig`. The experiment of a cell is built by deep-merging, in order: the preset's ``base`` section, the
-problem's ``experiment`` section, the net, and the training noise level (written into
+:class:`~invdiff.config.ExperimentConfig`. The experiment of a cell is built by
+deep-merging, in order: the preset's ``base`` section, the problem's ``experiment`` section,
+the net, and the training noise level (written into
 ``problem.noise_model.params[noise_param]``). Every preset goes through this same code; presets
 differ only in numbers. Nets and samplers are registry names, so any installed plugin's
 component joins the matrix with one table entry (or one ``--set 'samplers.NAME={}'``).
