@@ -236,9 +236,9 @@ def run_sample(
     post.save(paths["posterior"])
 
     samples = post.samples.cpu()
-    prior, fwd, _ = build_problem(cfg)
-    labels = field_labels(prior, fwd)  # what x and y are, for metrics.json and the figures
-    ref, note = _reference(cfg, test, progress)
+    problem = build_problem(cfg)
+    labels = field_labels(*problem[:2])  # what x and y are, for metrics.json and the figures
+    ref, note = _reference(cfg, problem, test, progress)
     metrics = sample_metrics(samples, test.x, ref)
     metrics.update({"sampler": s.sampler.name, "n_samples": s.n_samples,
                     "n_measurements": len(test), "nfe": post.nfe,
@@ -269,14 +269,14 @@ def run_sample(
     return metrics
 
 
-def _reference(cfg: ExperimentConfig, test: Dataset, progress: bool) -> tuple[Any, str]:
+def _reference(cfg: ExperimentConfig, problem: tuple[Any, Any, Any], test: Dataset,
+               progress: bool) -> tuple[Any, str]:
     """The reference posterior of the held-out measurements (the config's
     ``sampling.reference``, else the prior's own), MCMC chains cached in ``<out>/references``;
     and a note when the prior's reference does not fit this problem (a reference the config
     names must fit: that is an error)."""
     from invdiff.evaluation.references import config_reference, reference_on
 
-    problem = build_problem(cfg)
     spec = config_reference(cfg, problem[0])
     if spec is not None:
         spec = spec.model_copy(update={"params": _with_progress(
