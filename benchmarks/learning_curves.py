@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         check_fits(preset, args.problem)
         data_cfg = preset.experiment(args.problem, level)
         pipeline.run_simulate(data_cfg, progress=not args.quiet)
+        first = preset.experiment(args.problem, spec.noise_levels[0])
+        if first.out_dir != data_cfg.out_dir:  # the held-out pairs come from the first level
+            pipeline.run_simulate(first, progress=not args.quiet)
         h = subset(held_out_set(preset, args.problem, level), args.n_test)
         ref = problem_reference(preset, h)
         if ref is None or ref.std is None:

@@ -188,7 +188,8 @@ def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
                       experiment=cfg.model_dump(mode="json"), progress=progress)
     trainer.fit(resume=True)
     summary = {"steps": trainer.step, "world_size": trainer.dist.world_size,
-               "rank_batch": trainer.rank_batch, "seconds": trainer.history[-1]["seconds"]
+               "rank_batch": trainer.rank_batch, "loss_weighting": trainer.loss_weighting,
+               "seconds": trainer.history[-1]["seconds"]
                if trainer.history else None,
                "val_loss_ema": trainer.history[-1].get("val_loss_ema") if trainer.history
                else None,

@@ -10,7 +10,9 @@ x~ = x + sigma z the DSM target is grad_x~ log N(x~; x, sigma^2 I) = -z / sigma,
     L(theta)          = E_{x, y, sigma, z} l                        (mean over the batch).
 
 With ``loss_weighting = "edm"`` each term is multiplied by 1 + sigma^2 (:func:`loss_weight`),
-which keeps the large levels in the gradient. Either way, its minimiser is the noised
+which keeps the large levels in the gradient; the default ``"auto"`` picks it for nets with the
+EDM output parameterisation (``net.output == "edm"``, the U-Net's default) and the sigma^2
+weighting otherwise (:func:`resolve_loss_weighting`). Either way, its minimiser is the noised
 posterior score grad log p_sigma(x~ | y), and for that score the expected loss is not zero:
 for a Gaussian posterior N(m, S) with eigenvalues lambda_i it is
 w(sigma)/2 sum_i lambda_i / (lambda_i + sigma^2) (the tests check this).
@@ -53,7 +55,7 @@ from invdiff.runtime import torch_threads
 from invdiff.sigmas import check_ladder
 
 __all__ = ["TrainingConfig", "Trainer", "EMA", "dsm_loss", "dsm_terms", "loss_weight",
-           "training_normalization", "warmup_lr"]
+           "resolve_loss_weighting", "training_normalization", "warmup_lr"]
 
 #: Streams of the seed: each epoch's shuffle and noise redraw get their own generator seeded
 #: from (seed, stream, epoch), so they need no saved state; validation noise is fixed.
@@ -61,8 +63,10 @@ _SHUFFLE, _REDRAW, _VALIDATION = 1, 2, 3
 #: Config fields that may change when resuming: they do not alter the weight trajectory.
 RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device", "threads",
                                "snapshot_steps", "tensorboard"})
-#: How each level's DSM term is weighted (:func:`loss_weight`).
+#: How each level's DSM term is weighted (:func:`loss_weight`); "auto" is resolved per net
+#: (:func:`resolve_loss_weighting`).
 LossWeighting = Literal["sigma2", "edm"]
+LossWeightingOption = Literal["auto", "sigma2", "edm"]
 
 
 class TrainingConfig(BaseModel):
@@ -113,10 +117,12 @@ class TrainingConfig(BaseModel):
         "channel", description="how the net's y is standardised: one mean/std per channel, or "
         "per pixel (removes a pattern all measurements share; Normalization.with_y_per_pixel)"
     )
-    loss_weighting: LossWeighting = Field(
-        "sigma2", description="weight of each level's DSM term: 'sigma2' (NCSN; the denoiser "
-        "error counts 1/sigma^2) or 'edm' (times 1 + sigma^2: Karras et al.'s lambda, which "
-        "keeps the large levels, where y alone determines x, in the gradient)"
+    loss_weighting: LossWeightingOption = Field(
+        "auto", description="weight of each level's DSM term: 'sigma2' (NCSN; the denoiser "
+        "error counts 1/sigma^2), 'edm' (times 1 + sigma^2: Karras et al.'s lambda, which "
+        "keeps the large levels, where y alone determines x, in the gradient) or 'auto' "
+        "('edm' for nets with the EDM output parameterisation, such as the U-Net's default; "
+        "'sigma2' otherwise)"
     )
     x_transform: Literal["identity", "log"] = Field(
         "identity", description="the space the net learns x in: x itself, or log x for a "
@@ -158,7 +164,20 @@ def loss_weight(sigma: torch.Tensor, weighting: LossWeighting = "sigma2") -> tor
         return torch.ones_like(sigma)
     if weighting == "edm":
         return 1 + sigma.square()
-    raise ConfigError(f"unknown loss weighting {weighting!r}; use 'sigma2' or 'edm'")
+    raise ConfigError(f"unknown loss weighting {weighting!r}; use 'sigma2' or 'edm' (resolve "
+                      f"'auto' for a net with resolve_loss_weighting)")
+
+
+def resolve_loss_weighting(weighting: str, net: Any) -> LossWeighting:
+    """The weighting ``"auto"`` stands for with ``net``: ``"edm"`` when the net forms its score
+    with the EDM preconditioning (``net.output == "edm"``: its regression target has unit
+    variance at every level, and only the EDM weighting lets every level count alike), else
+    ``"sigma2"`` (an ``"ncsn"`` net's F regression already has unit weight under it; "edm"
+    would weight the top levels up to 1 + sigma_1^2 times). Other values are returned as they
+    are. Measured on the learning curves (docs/results/learning-curves/)."""
+    if weighting != "auto":
+        return weighting  # type: ignore[return-value]
+    return "edm" if getattr(net, "output", None) == "edm" else "sigma2"
 
 
 def dsm_terms(
@@ -368,6 +387,8 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
         self.net = net.to(device=self.device, memory_format=fmt)
+        #: the loss weighting this run uses (``config.loss_weighting`` with "auto" resolved)
+        self.loss_weighting = resolve_loss_weighting(cfg.loss_weighting, net)
         # what the training step calls: DDP (averages gradients over the ranks) or the net
         self._forward_net: torch.nn.Module = self.net
         if self.dist.active:
@@ -463,7 +484,7 @@ class Trainer:
             part = self._shard()
             x, y, sigma, z = x[part], y[part], sigma[part], z[part]
         with self._autocast():
-            terms = dsm_terms(self._forward_net, x, y, sigma, z, self.config.loss_weighting)
+            terms = dsm_terms(self._forward_net, x, y, sigma, z, self.loss_weighting)
             loss = terms.mean()
         loss.backward()  # under DDP the gradients are now the mean over the ranks
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
@@ -498,7 +519,7 @@ class Trainer:
     @torch.no_grad()
     def validate(self, net: ScoreFn | None = None) -> float:
         """Mean DSM loss of ``net`` (default: the trained net; any score callable works; with the
-        configured ``loss_weighting``) on the validation set at the fixed levels
+        run's ``loss_weighting``) on the validation set at the fixed levels
         ``val_sigmas``, with the same noise at every call
         (so values are comparable across steps); nan when there is no validation set."""
         if self._val_levels is None:
@@ -519,8 +540,7 @@ class Trainer:
                     continue
                 sigma = torch.full((x.shape[0],), level, device=self.device, dtype=x.dtype)
                 with self._autocast():
-                    total += float(dsm_terms(net, x, y, sigma, z,
-                                             self.config.loss_weighting).sum())
+                    total += float(dsm_terms(net, x, y, sigma, z, self.loss_weighting).sum())
                 count += x.shape[0]
         if isinstance(net, torch.nn.Module):
             net.train(was_training)
@@ -661,6 +681,9 @@ class Trainer:
     def _check_same_run(self, ckpt: dict[str, Any], tr: dict[str, Any], path: Any) -> None:
         old = TrainingConfig.model_validate_json(tr["config"]).model_dump()
         new = self.config.model_dump()
+        # "auto" and the weighting it stands for with this net are the same run
+        for cfg in (old, new):
+            cfg["loss_weighting"] = resolve_loss_weighting(cfg["loss_weighting"], self.net)
         # a cosine schedule is laid out over `steps`: changing it would change the trajectory
         free = RESUMABLE_CHANGES - ({"steps"} if new["lr_decay"] == "cosine" else set())
         diff = sorted(k for k in new if k not in free and old.get(k) != new[k])

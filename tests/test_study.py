@@ -144,6 +144,36 @@ def test_presets_load_and_share_one_schema(name):
     assert n == {"smoke": 8, "cpu": 16, "gpu": 64}[name]
 
 
+def test_a_preset_extends_another_and_keeps_its_own_runs(tmp_path):
+    """``extends`` merges a preset's tables into its base's; the run folders are not shared.
+    ``cpu-paper`` is ``cpu`` with the published NCSN recipe for every net and problem."""
+    cpu, paper = load_preset("cpu"), load_preset("cpu-paper")
+    assert paper.runs == "runs/study/cpu-paper" != cpu.runs
+    assert (paper.nets, paper.samplers, paper.n_samples) == (cpu.nets, cpu.samplers,
+                                                             cpu.n_samples)
+    for problem, spec in cpu.problems.items():
+        for net in cpu.nets:
+            a = cpu.experiment(problem, spec.noise_levels[0], net).training
+            b = paper.experiment(problem, spec.noise_levels[0], net).training
+            assert (b.loss_weighting, b.y_normalization, b.sigma_sampling) == (
+                "sigma2", "channel", "ladder"), (problem, net)
+            assert (a.steps, a.lr, a.batch_size) == (b.steps, b.lr, b.batch_size)
+    child = tmp_path / "mine.toml"
+    child.write_text('extends = "smoke"\nname = "mine"\nn_samples = 9\n'
+                     '[base.training]\nsteps = 5\n')
+    mine = load_preset(child)
+    assert (mine.runs, mine.n_samples, mine.base["training"]["steps"]) == ("runs/study/mine", 9, 5)
+    smoke = load_preset("smoke")
+    assert mine.base["training"]["batch_size"] == smoke.base["training"]["batch_size"]
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\nname = "b"\n')
+    with pytest.raises(ConfigError, match="loops back"):
+        load_preset(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('extends = "nope"\nname = "c"\n')
+    with pytest.raises(ConfigError, match="unknown study preset 'nope'"):
+        load_preset(tmp_path / "c.toml")
+
+
 def _write_preset(tmp_path: Path, old: str, new: str) -> Path:
     text, _ = read_preset_text("smoke")
     assert old in text
@@ -174,7 +204,7 @@ def test_bad_preset_is_named(tmp_path, old, new, message):
 
 
 def test_unknown_problem_and_preset_are_named(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="known presets: cpu, gpu, gpu-short, smoke"):
+    with pytest.raises(ConfigError, match="known presets: cpu, cpu-paper, gpu, gpu-short, smoke"):
         load_preset("nonesuch")
     with pytest.raises(ConfigError, match="no study preset file at"):
         load_preset(tmp_path / "missing.toml")

@@ -19,6 +19,7 @@ from invdiff.training import (
     dsm_loss,
     dsm_terms,
     loss_weight,
+    resolve_loss_weighting,
     scheduled_lr,
     warmup_lr,
 )
@@ -282,6 +283,40 @@ def test_edm_weighting_learns_the_large_levels(problem, data):
     with pytest.raises(ConfigError, match="unknown loss weighting 'karras'"):
         loss_weight(torch.ones(2), "karras")
     assert torch.equal(loss_weight(torch.tensor([0.0, 2.0]), "edm"), torch.tensor([1.0, 5.0]))
+
+
+
+def test_auto_weighting_follows_the_output_parameterisation(data, tmp_path):
+    """``loss_weighting = "auto"`` (the default) is "edm" for an EDM-form net and "sigma2" for
+    an NCSN-form one: the same weights, bit for bit, as naming the weighting; a run resumes
+    across "auto" and the weighting it stands for, and not across a different one."""
+    train, val = data
+    assert TrainingConfig().loss_weighting == "auto"
+    assert resolve_loss_weighting("auto", TinyScoreNet(output="edm")) == "edm"
+    assert resolve_loss_weighting("auto", TinyScoreNet(output="ncsn")) == "sigma2"
+    assert resolve_loss_weighting("auto", torch.nn.Identity()) == "sigma2"  # no `output`
+    assert resolve_loss_weighting("sigma2", TinyScoreNet(output="edm")) == "sigma2"
+
+    def fit(output: str, weighting: str, ckpt=None, steps: int = 4) -> Trainer:
+        torch.manual_seed(0)
+        tr = Trainer(TinyScoreNet(output=output), train, SIGMAS,
+                     small_config(steps=steps, loss_weighting=weighting), val=val,
+                     checkpoint_dir=ckpt, progress=False)
+        tr.fit(resume=ckpt is not None)
+        return tr
+
+    for output, named in (("edm", "edm"), ("ncsn", "sigma2")):
+        auto, explicit = fit(output, "auto"), fit(output, named)
+        assert auto.loss_weighting == named
+        for (k, a), (_, b) in zip(auto.net.state_dict().items(),
+                                  explicit.net.state_dict().items(), strict=True):
+            assert torch.equal(a, b), (output, k)
+    fit("edm", "edm", tmp_path / "a")
+    assert fit("edm", "auto", tmp_path / "a", steps=6).step == 6
+    fit("edm", "sigma2", tmp_path / "b")
+    with pytest.raises(CheckpointError, match="training.loss_weighting: 'sigma2' in the "
+                                              "checkpoint, 'edm' now"):
+        fit("edm", "auto", tmp_path / "b", steps=6)
 
 
 # -- optimiser machinery -----------------------------------------------------------------------

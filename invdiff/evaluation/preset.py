@@ -159,16 +159,44 @@ def read_preset_text(name_or_path: str | Path) -> tuple[str, str]:
     return res.read_text(), f"preset {name_or_path}"
 
 
-def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) -> Preset:
-    """A shipped preset by name (``smoke``, ``cpu``, ``gpu``, ``gpu-short``) or a TOML file, with
-    ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied; components, sampler
-    parameters and reference names are checked; :func:`check_fits` checks that each reference
-    fits its problem (it builds the problems, which can take a while at large sizes)."""
+def read_preset_data(name_or_path: str | Path, _seen: tuple[str, ...] = ()
+                     ) -> tuple[dict[str, Any], str]:
+    """(TOML tables, source name) of a preset, with ``extends`` resolved.
+
+    ``extends = "cpu"`` builds on a shipped preset (or on a TOML file, relative to a preset
+    file): the tables here are merged into its tables, key by key. ``runs`` is not inherited
+    (two presets writing one run folder would clash): unset, it is ``runs/study/<name>``."""
     text, source = read_preset_text(name_or_path)
+    if source in _seen:
+        raise ConfigError(f"{source}: `extends` loops back on itself "
+                          f"({' -> '.join((*_seen, source))}); remove one")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data, source
+    if not isinstance(base, str):
+        raise ConfigError(f'{source}: extends: expected a preset name or file, e.g. '
+                          f'extends = "cpu"')
+    here = Path(name_or_path).parent / base
+    merged, _ = read_preset_data(here if Path(base).suffix and here.is_file() else base,
+                                 (*_seen, source))
+    merged.pop("runs", None)
+    deep_update(merged, data)
+    if isinstance(merged.get("name"), str):
+        merged.setdefault("runs", f"runs/study/{merged['name']}")
+    return merged, source
+
+
+def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) -> Preset:
+    """A shipped preset by name (``smoke``, ``cpu``, ``cpu-paper``, ``gpu``, ``gpu-short``) or a
+    TOML file (``extends`` resolved, :func:`read_preset_data`), with
+    ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied; components, sampler
+    parameters and reference names are checked; :func:`check_fits` checks that each reference
+    fits its problem (it builds the problems, which can take a while at large sizes)."""
+    data, source = read_preset_data(name_or_path)
     data = apply_overrides(data, overrides or [])
     try:
         preset = Preset.model_validate(data)
