@@ -11,7 +11,7 @@ learning rate, and the U-Net's default EDM loss weighting (``loss_weighting = "a
 steps this measured mean error 0.443 and std ratio 1.17 (one training, one thread); the sigma^2
 weighting needed 5000 steps for 0.409 / 1.15, and the ladder-uniform levels of the paper met the
 target only narrowly there (0.492 constant LR, 0.496 cosine; std ratio 1.21, 1.19). CI's slow run
-includes it (about 10 minutes on 2 cores); ``make test-accuracy`` runs it alone.
+includes it (about 7 minutes on 2 cores); ``make test-accuracy`` runs it alone.
 """
 
 from __future__ import annotations
