@@ -61,7 +61,7 @@ from invdiff.evaluation.runner import (
     train_net,
 )
 from invdiff.io import atomic_open, atomic_write_text
-from invdiff.metrics import rms
+from invdiff.metrics import exact_sampler_scores, rms
 from invdiff.runtime import torch_threads
 
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -73,6 +73,8 @@ RECIPES: dict[str, list[str]] = {
     "sigma2": ["training.loss_weighting=sigma2", "training.sigma_sampling=ladder"],
     "edm": ["training.loss_weighting=edm", "training.sigma_sampling=ladder"],
     "edm-lognormal": ["training.loss_weighting=edm", "training.sigma_sampling=log-normal"],
+    "edm-cosine": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
+                   "training.lr_decay=cosine"],
     "edm-ypixel": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
                    "training.y_normalization=pixel"],
 }
@@ -255,6 +257,15 @@ def write_report(rows: list[dict[str, Any]], out: Path, title: str, command: str
             plot(rows, out / "curves.png", title)]
 
 
+def perfect_sampler_note(ref_std: torch.Tensor, n: int) -> str:
+    """The scores a perfect sampler is expected to reach with ``n`` samples (the floor of
+    std_ratio and ceiling of std_corr that finite samples allow)."""
+    best = exact_sampler_scores(ref_std, n)
+    return (f"A perfect sampler with {n} samples is expected to score std_ratio "
+            f"{best['std_ratio']:.3f} and std_corr {best['std_corr']:.2f} here "
+            f"(`invdiff.metrics.exact_sampler_scores`; exact for a Gaussian reference).")
+
+
 # -- main --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -338,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
              f"`{ref.kind}` reference; weights `{weights}`.",
              "Recipes (experiment overrides): " + "; ".join(
                  f"`{name}` = {' '.join(o) or '(preset as is)'}" for name, o in recipes) + ".",
+             perfect_sampler_note(ref.std, preset.n_samples),
              f"torch {torch.__version__}, {torch.get_num_threads()} threads; wall time "
              f"{minutes:.1f} min (parts read back from an earlier run are not re-timed)."]
     for f in write_report(rows, out, f"{args.problem}, {', '.join(r for r, _ in recipes)}",

@@ -16,6 +16,7 @@ Results are plain floats (pooled over measurements and pixels), so they are JSON
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,3 +130,23 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
     b = b.flatten() - b.mean()
     den = float(a.norm() * b.norm())
     return float((a @ b) / den) if den > 0 else float("nan")
+
+
+def exact_sampler_scores(ref_std: torch.Tensor, n: int) -> dict[str, float]:
+    """What a perfect sampler with ``n`` samples per measurement is expected to score on
+    ``std_ratio`` and ``std_corr`` against a Gaussian reference with marginal stds ``ref_std``
+    (any shape, pooled like :func:`posterior_metrics`): the yardstick a learned posterior's
+    numbers are read against, since neither reaches 1 with finitely many samples.
+
+    * ``std_ratio`` = c4(n) = E[sample std] / std = sqrt(2 / (n-1)) Gamma(n/2) / Gamma((n-1)/2);
+    * ``std_corr`` = sqrt(V / (V + E[s^2] / (2 (n-1)))), V = the variance of ``ref_std``
+      over pixels: each pixel's std estimate carries relative noise of variance ~1/(2(n-1)),
+      which dilutes the correlation most where the reference std field is nearly flat.
+    """
+    if n < 2:
+        raise DataError(f"std needs at least 2 samples per measurement, got {n}")
+    s = ref_std.double().flatten()
+    c4 = math.exp(0.5 * math.log(2 / (n - 1)) + math.lgamma(n / 2) - math.lgamma((n - 1) / 2))
+    v = float(s.var(unbiased=False))
+    noise = float(s.square().mean()) / (2 * (n - 1))
+    return {"std_ratio": c4, "std_corr": math.sqrt(v / (v + noise)) if v > 0 else float("nan")}
