@@ -75,6 +75,8 @@ RECIPES: dict[str, list[str]] = {
     "edm-lognormal": ["training.loss_weighting=edm", "training.sigma_sampling=log-normal"],
     "edm-cosine": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
                    "training.lr_decay=cosine"],
+    "edm-ylevels": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
+                    "net.params.y_every_level=true"],
     "edm-ypixel": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
                    "training.y_normalization=pixel"],
 }

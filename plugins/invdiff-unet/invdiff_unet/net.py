@@ -6,6 +6,12 @@ ADM/DDPM-style U-Net: ``len(channel_mult)`` levels of ``num_res_blocks`` residua
 stride-2 downsampling between levels, a middle block, and a mirrored decoder that concatenates
 the encoder's skips; the last convolution starts at zero.
 
+With ``y_every_level`` the measurement also enters at every coarser resolution: where the
+encoder or decoder arrives at level ``l`` (after each down- or upsampling), ``y_r`` average-pooled
+by ``2^l`` goes through a 3x3 convolution and is added to the features. The convolutions start
+at zero, so such a net starts as the plain one; they give the coarse levels, which see the
+whole field, a direct view of y instead of what survived the finer levels.
+
 Output parameterisation (``output``; the maths in
 :meth:`invdiff.scorenet.ConditionalScoreNet.parameterised_score`), with ``c_noise = ln(sigma) / 4``:
 
@@ -49,6 +55,7 @@ class ConditionalUNet(ConditionalScoreNet):
     embedding_dim: width of the noise embedding (None: ``4 * base_width``).
     dropout: in the residual blocks (training mode only).
     output: ``"edm"`` (default) or ``"ncsn"``.
+    y_every_level: also add (pooled, convolved) y at every coarser level (module docstring).
     channels_last, bf16: speed switches, see :class:`ConditionalScoreNet`.
     """
 
@@ -65,6 +72,7 @@ class ConditionalUNet(ConditionalScoreNet):
         embedding_dim: int | None = None,
         dropout: float = 0.0,
         output: str = "edm",
+        y_every_level: bool = False,
         channels_last: bool = False,
         bf16: bool = False,
     ) -> None:
@@ -87,6 +95,7 @@ class ConditionalUNet(ConditionalScoreNet):
         # Encoder: every module's output is a skip for the decoder.
         self.down = nn.ModuleList()
         skip_widths, ch = [base_width], base_width
+        y_down, y_up = [], []  # feature widths where y re-enters (encoder, decoder)
         for level, width in enumerate(widths):
             for _ in range(num_res_blocks):
                 self.down.append(block(ch, width, level))
@@ -95,6 +104,7 @@ class ConditionalUNet(ConditionalScoreNet):
             if level < n_levels - 1:
                 self.down.append(Downsample(ch))
                 skip_widths.append(ch)
+                y_down.append(ch)
         coarsest = n_levels - 1
         self.mid = nn.ModuleList([block(ch, ch, coarsest),
                                   ResAttn(ResBlock(ch, ch, emb_dim, norm_groups, dropout), None)])
@@ -106,6 +116,12 @@ class ConditionalUNet(ConditionalScoreNet):
                 ch = widths[level]
             if level > 0:
                 self.up.append(Upsample(ch))
+                y_up.append(ch)
+        self.y_every_level = y_every_level
+        if y_every_level:
+            cy = self.y_shape[0]
+            self.y_down = nn.ModuleList(zero_init(nn.Conv2d(cy, w, 3, padding=1)) for w in y_down)
+            self.y_up = nn.ModuleList(zero_init(nn.Conv2d(cy, w, 3, padding=1)) for w in y_up)
         self.norm_out = nn.GroupNorm(norm_groups, ch)
         self.conv_out = zero_init(nn.Conv2d(ch, self.out_channels, 3, padding=1))
         if self.channels_last:
@@ -152,10 +168,14 @@ class ConditionalUNet(ConditionalScoreNet):
         """``F``: ``h = [x_in, y_r] (B, Cx + Cy, H, W)``, ``c_noise (B,)`` -> ``(B, Cx, H, W)``."""
         (c_noise,) = cond
         emb = self.embed(c_noise)
+        ys = self._y_pyramid(h[:, self.x_shape[0]:]) if self.y_every_level else None
         h = self.conv_in(h)
-        skips = [h]
+        skips, level = [h], 0
         for module in self.down:
             h = module(h, emb)
+            if ys is not None and isinstance(module, Downsample):
+                level += 1
+                h = h + self.y_down[level - 1](ys[level])
             skips.append(h)
         for module in self.mid:
             h = module(h, emb)
@@ -163,7 +183,18 @@ class ConditionalUNet(ConditionalScoreNet):
             if not isinstance(module, Upsample):
                 h = torch.cat([h, skips.pop()], dim=1)
             h = module(h, emb)
+            if ys is not None and isinstance(module, Upsample):
+                level -= 1
+                h = h + self.y_up[len(self.y_up) - 1 - level](ys[level])
         return self.conv_out(F.silu(self.norm_out(h)))
+
+    def _y_pyramid(self, y_r: torch.Tensor) -> list[torch.Tensor]:
+        """``y_r (B, Cy, H, W)`` average-pooled to every level: entry l is ``(B, Cy, H/2^l,
+        W/2^l)`` (entry 0 is y_r itself)."""
+        out = [y_r]
+        for _ in range(len(self.y_down)):
+            out.append(F.avg_pool2d(out[-1], 2))
+        return out
 
     def score(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The score from ``F`` under the chosen parameterisation; ``sigma (B, 1, 1, 1)``."""

@@ -22,6 +22,10 @@ class UNetParams(ScoreNetParams):
     norm_groups: int = Field(8, ge=1, description="GroupNorm groups (must divide every width)")
     embedding_dim: int | None = Field(None, ge=2, description="noise embedding; None: 4 x base")
     dropout: float = Field(0.0, ge=0, lt=1)
+    y_every_level: bool = Field(
+        False, description="also feed y (average-pooled) to every coarser level of the encoder "
+        "and decoder, not only at the input"
+    )
     output: Literal["edm", "ncsn"] = Field(
         "edm", description="edm: denoiser preconditioning (sigma_data = 1); ncsn: F / sigma"
     )

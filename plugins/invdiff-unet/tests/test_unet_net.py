@@ -43,7 +43,8 @@ def randomise_output_layer(net: ConditionalUNet) -> None:
     [((1, 8, 8), (1, 8, 8), {}),
      ((2, 8, 12), (3, 4, 6), {"output": "ncsn"}),                       # y on a coarser grid
      ((1, 8, 8), (2, 9, 9), {"channel_mult": (1, 2, 2), "attention_levels": (1, 2)}),
-     ((1, 4, 4), (1, 4, 4), {"channel_mult": (1,), "attention_levels": ()})],
+     ((1, 4, 4), (1, 4, 4), {"channel_mult": (1,), "attention_levels": ()}),
+     ((1, 8, 8), (2, 9, 9), {"channel_mult": (1, 2, 2), "y_every_level": True})],
 )
 def test_contract(x_shape, y_shape, kw, torch_device):
     net = tiny(x_shape, y_shape, **kw)
@@ -56,7 +57,8 @@ def test_contract(x_shape, y_shape, kw, torch_device):
 def test_cuda_matches_cpu():
     """The same weights score alike on CUDA and on the CPU (forward and gradients), attention
     included (SDPA picks another kernel on CUDA)."""
-    net = tiny((1, 16, 16), (2, 8, 8), channel_mult=(1, 2, 2), attention_levels=(1, 2))
+    net = tiny((1, 16, 16), (2, 8, 8), channel_mult=(1, 2, 2), attention_levels=(1, 2),
+               y_every_level=True)
     randomise_output_layer(net)
     check_same_on_device(net, "cuda")
 
@@ -157,6 +159,37 @@ def test_attention_levels_are_where_asked():
     assert n_attn(tiny(attention_levels=())) == 0
     # default: the coarsest level (1 encoder + 2 decoder blocks) and the middle block
     assert n_attn(tiny()) == 1 + 2 + 1
+
+
+def test_y_every_level_starts_as_the_plain_net_and_feeds_y_to_coarse_levels():
+    """With the plain net's weights the extra y paths (zero at init) change nothing; once they
+    carry weights, y reaches the coarse levels through them: the output moves, except for a
+    zero measurement, which the linear y paths map to zero."""
+    plain = tiny((1, 8, 8), (1, 8, 8), channel_mult=(1, 2, 2))
+    wide = tiny((1, 8, 8), (1, 8, 8), channel_mult=(1, 2, 2), y_every_level=True)
+    randomise_output_layer(plain)
+    missing, unexpected = wide.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(("y_down.", "y_up."))
+                                              for k in missing)
+    assert len(wide.y_down) == len(wide.y_up) == 2  # levels 1 and 2, in both paths
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    sigma = torch.tensor([0.5, 2.0])
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x, y, sigma), plain(x, y, sigma))
+        for conv in [*wide.y_down, *wide.y_up]:
+            conv.weight.copy_(0.2 * torch.randn(conv.weight.shape, generator=g))
+        assert (wide(x, y, sigma) - plain(x, y, sigma)).abs().max() > 1e-3
+        # a measurement of zero adds nothing through the (bias-free at init) y paths
+        zero = torch.zeros_like(y)
+        torch.testing.assert_close(wide(x, zero, sigma), plain(x, zero, sigma))
+
+
+def test_y_every_level_learns_gaussian_posterior_score():
+    toy = GaussianToy(shape=(1, 8, 8))
+    net = tiny(toy.shape, toy.shape, y_every_level=True)
+    vs_zero, vs_prior = learned_error_ratios(net, toy, steps=100, batch=16, lr=3e-3)
+    assert vs_zero < 0.2 and vs_prior < 0.4, (vs_zero, vs_prior)
 
 
 def test_speed_switches_agree():
