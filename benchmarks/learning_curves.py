@@ -79,6 +79,8 @@ RECIPES: dict[str, list[str]] = {
                     "net.params.y_every_level=true"],
     "edm-ypixel": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
                    "training.y_normalization=pixel"],
+    "edm-ypixel-cosine": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
+                          "training.y_normalization=pixel", "training.lr_decay=cosine"],
 }
 COLUMNS = ("problem", "net", "recipe", "seed", "step", "fraction", "train_seconds", "weights",
            "sampler", "nfe", "n_test", "n_samples", *METRICS, "rmse_truth", "ref_rmse_truth")

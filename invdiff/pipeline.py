@@ -335,7 +335,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _trained(cfg: ExperimentConfig) -> bool:
+def is_trained(cfg: ExperimentConfig) -> bool:
     """Whether ``final.pt`` finished this config's training (same experiment up to the
     output folder, name and sampling settings, all ``training.steps`` done)."""
     from invdiff.checkpoint import load_checkpoint
@@ -382,7 +382,7 @@ def run_run(cfg: ExperimentConfig, progress: bool = True,
     run_simulate(cfg, progress)  # an existing dataset is checked against the config and kept
     if had_data:
         say(f"reused the simulated data in {paths['train'].parent} (same settings)")
-    if _trained(cfg):
+    if is_trained(cfg):
         say(f"reused the trained model {paths['final']} ({cfg.training.steps} steps done)")
     else:
         run_train(cfg, progress)

@@ -15,7 +15,7 @@ from scipy.stats import norm
 
 from invdiff.cli import main
 from invdiff.config import ComponentSpec
-from invdiff.errors import ConfigError, DataError
+from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.evaluation import calibration as cal
 from invdiff.evaluation import study
 from invdiff.evaluation.peer import sbi_available
@@ -327,6 +327,11 @@ def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
     again = _rows(out / "results.csv")
     assert [r["rmse_truth"] for r in again] == [r["rmse_truth"] for r in rows]
     assert [r["seconds"] for r in again] == [r["seconds"] for r in rows]  # read back
+    assert ckpt.stat().st_mtime_ns == stamp
+    # another training recipe in the same run folders never reuses the model trained with
+    # this one: the error names the setting that differs
+    with pytest.raises(CheckpointError, match="lr_decay"):
+        study("smoke", **kw, overrides=["base.training.lr_decay=cosine"])
     assert ckpt.stat().st_mtime_ns == stamp
 
 

@@ -83,12 +83,11 @@ def use_ema(choice: str, history: Path) -> bool:
 
 def train_net(cfg: Any, progress: bool) -> dict[str, Any]:
     """The pipeline's training summary of ``cfg``: read back when an earlier run finished all
-    its steps (``run_train`` would change nothing), else from ``run_train`` (which resumes)."""
-    paths = pipeline.output_paths(cfg)
-    if paths["final"].exists() and paths["history"].exists():
-        summary = json.loads(paths["history"].read_text())
-        if summary.get("steps") == cfg.training.steps:
-            return summary
+    its steps with this very experiment (``run_train`` would change nothing), else from
+    ``run_train``, which resumes, or refuses a checkpoint of other settings with an error that
+    names them (a changed recipe never reuses a model trained with the old one)."""
+    if pipeline.is_trained(cfg):
+        return json.loads(pipeline.output_paths(cfg)["history"].read_text())
     return pipeline.run_train(cfg, progress=progress)
 
 
