@@ -67,17 +67,19 @@ from invdiff.runtime import torch_threads
 FRACTIONS = (0.25, 0.5, 1.0)
 METRICS = ("mean_err_std", "mean_err_pooled", "rmse_ref", "std_ratio", "std_corr",
            "coverage_90")
+CONSTANT = "training.lr_decay=constant"
 #: Named recipes: experiment overrides. Each sets every knob it is about, so that a change of
 #: the library's defaults does not silently change what a name measures.
 RECIPES: dict[str, list[str]] = {
-    "sigma2": ["training.loss_weighting=sigma2", "training.sigma_sampling=ladder"],
-    "edm": ["training.loss_weighting=edm", "training.sigma_sampling=ladder"],
-    "edm-lognormal": ["training.loss_weighting=edm", "training.sigma_sampling=log-normal"],
+    "sigma2": ["training.loss_weighting=sigma2", "training.sigma_sampling=ladder", CONSTANT],
+    "edm": ["training.loss_weighting=edm", "training.sigma_sampling=ladder", CONSTANT],
+    "edm-lognormal": ["training.loss_weighting=edm", "training.sigma_sampling=log-normal",
+                      CONSTANT],
     "edm-cosine": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
                    "training.lr_decay=cosine"],
-    "edm-ylevels": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
+    "edm-ylevels": ["training.loss_weighting=edm", "training.sigma_sampling=ladder", CONSTANT,
                     "net.params.y_every_level=true"],
-    "edm-ypixel": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
+    "edm-ypixel": ["training.loss_weighting=edm", "training.sigma_sampling=ladder", CONSTANT,
                    "training.y_normalization=pixel"],
     "edm-ypixel-cosine": ["training.loss_weighting=edm", "training.sigma_sampling=ladder",
                           "training.y_normalization=pixel", "training.lr_decay=cosine"],

@@ -81,8 +81,11 @@ class TrainingConfig(BaseModel):
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0, description="linear LR warm-up over this many steps")
+    # cosine: measured tighter posteriors than a constant LR at the same budget on every
+    # benchmark problem (docs/results/learning-curves/); "constant" lets a finished run be
+    # extended by raising `steps` on resume
     lr_decay: Literal["constant", "cosine"] = Field(
-        "constant", description="after warm-up: constant, or cosine down to lr * lr_min_ratio"
+        "cosine", description="after warm-up: cosine down to lr * lr_min_ratio, or constant"
     )
     lr_min_ratio: float = Field(0.02, ge=0, le=1, description="final LR / lr for 'cosine'")
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; None = off")
@@ -689,6 +692,10 @@ class Trainer:
         diff = sorted(k for k in new if k not in free and old.get(k) != new[k])
         problems = [f"training.{k}: {old.get(k)!r} in the checkpoint, {new[k]!r} now"
                     for k in diff]
+        if "steps" in diff and new["lr_decay"] == "cosine":
+            problems[diff.index("steps")] += (" (a cosine LR schedule is laid out over `steps`; "
+                                              "to extend finished runs, train them with "
+                                              "lr_decay = \"constant\")")
         if int(tr["n_train"]) != len(self.train_data):
             problems.append(f"{tr['n_train']} training pairs then, {len(self.train_data)} now")
         sig = ckpt["sigmas"].to(self.sigmas)

@@ -194,6 +194,7 @@ def test_a_second_run_reuses_every_finished_stage(cfg_path, tmp_path, fresh_regi
     The metrics.json written on the way describes itself."""
     cfg = load_config(cfg_path)
     cfg.output.figures = False  # figures are checked elsewhere; here they would only cost time
+    cfg.training.lr_decay = "constant"  # a cosine schedule cannot be extended by more steps
     said: list[str] = []
     first = pipeline.run_run(cfg, progress=False, say=said.append)
     assert said == []  # nothing to reuse on a fresh folder

@@ -331,7 +331,7 @@ def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
     # another training recipe in the same run folders never reuses the model trained with
     # this one: the error names the setting that differs
     with pytest.raises(CheckpointError, match="lr_decay"):
-        study("smoke", **kw, overrides=["base.training.lr_decay=cosine"])
+        study("smoke", **kw, overrides=["base.training.lr_decay=constant"])
     assert ckpt.stat().st_mtime_ns == stamp
 
 

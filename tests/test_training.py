@@ -206,12 +206,14 @@ def test_training_learns_the_exact_score(problem, data, torch_device, y_normaliz
     sy y_n + my, sx sigma), s* the Gaussian problem's score.
     Measured (seed 3): val loss 2.29 at init, 0.866 trained (EMA), 0.850 for the exact score;
     relative error of sigma * s about 0.10 / 0.11 / 0.15 / 0.25 at sigma = 5 / 1.08 / 0.23 /
-    0.05 (per channel).
+    0.05 (per channel), at a constant learning rate. This short run is still learning at its
+    end, and a cosine decay (the default) halves the LR it integrates: 0.13 / 0.18 / 0.55 at
+    sigma = 5 / 1.08 / 0.05, so the test pins the schedule its numbers were measured with.
     """
     train, val = data if x_transform == "identity" else map(_exponentiated, data)
     tr = Trainer(TinyScoreNet(), train, SIGMAS, small_config(
         steps=1200, batch_size=128, lr=3e-3, warmup_steps=20, ema_decay=0.99, val_every=400,
-        checkpoint_every=10_000, seed=0, device=torch_device.type,
+        checkpoint_every=10_000, seed=0, device=torch_device.type, lr_decay="constant",
         y_normalization=y_normalization, x_transform=x_transform), val=val, progress=False)
     norm = tr.normalization
     assert norm.y_mean.shape == ((1,) if y_normalization == "channel" else train.y.shape[1:])
@@ -300,8 +302,8 @@ def test_auto_weighting_follows_the_output_parameterisation(data, tmp_path):
     def fit(output: str, weighting: str, ckpt=None, steps: int = 4) -> Trainer:
         torch.manual_seed(0)
         tr = Trainer(TinyScoreNet(output=output), train, SIGMAS,
-                     small_config(steps=steps, loss_weighting=weighting), val=val,
-                     checkpoint_dir=ckpt, progress=False)
+                     small_config(steps=steps, loss_weighting=weighting, lr_decay="constant"),
+                     val=val, checkpoint_dir=ckpt, progress=False)
         tr.fit(resume=ckpt is not None)
         return tr
 
@@ -493,14 +495,25 @@ def test_resume_after_crash_is_bit_identical(problem, data, tmp_path):
 
 
 def test_resume_refuses_another_run(data, tmp_path):
-    trainer(data, tmp_path, steps=5).fit()
-    other = trainer(data, tmp_path, lr=5e-3, steps=8)
+    trainer(data, tmp_path, steps=5, lr_decay="constant").fit()
+    other = trainer(data, tmp_path, lr=5e-3, steps=8, lr_decay="constant")
     with pytest.raises(CheckpointError, match="training.lr"):
         other.fit(resume=True)
-    more = trainer(data, tmp_path, steps=8, val_every=4)  # steps / val_every may change
+    # under a constant LR a finished run may be extended (steps / val_every may change)
+    more = trainer(data, tmp_path, steps=8, val_every=4, lr_decay="constant")
     more.fit(resume=True)
     assert more.step == 8
     assert (tmp_path / "final.pt").is_file() and (tmp_path / "last.pt").is_file()
+
+
+def test_resume_under_cosine_decay_keeps_the_budget(data, tmp_path):
+    """The cosine schedule is laid out over ``steps``: a resume with another budget would
+    follow another trajectory, so it is refused and the message names ``steps``."""
+    assert TrainingConfig().lr_decay == "cosine"  # the default
+    trainer(data, tmp_path / "a", steps=5).fit()
+    with pytest.raises(CheckpointError, match="training.steps.*lr_decay = \"constant\""):
+        trainer(data, tmp_path / "a", steps=8).fit(resume=True)
+    trainer(data, tmp_path / "a", steps=5, val_every=5).fit(resume=True)  # same budget: fine
 
 
 def test_cosine_schedule():
@@ -510,5 +523,5 @@ def test_cosine_schedule():
     assert lrs[52] == pytest.approx(0.1 + 0.9 * 0.5)  # half way: (1 + cos(pi/2)) / 2
     assert lrs[101] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
-    const = TrainingConfig(lr=1.0, steps=10)
+    const = TrainingConfig(lr=1.0, steps=10, lr_decay="constant")
     assert [scheduled_lr(k, const) for k in range(10)] == [1.0] * 10
