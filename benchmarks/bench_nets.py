@@ -29,9 +29,9 @@ from invdiff_refinenet.net import ConditionalRefineNet
 from invdiff_unet.net import ConditionalUNet
 
 #: Widths per scale. "cpu": similar parameter counts (about 0.12 M each); "paper": the nets of
-#: the study's GPU preset, read from configs/study/gpu.toml (RefineNet ngf = 64 as in the
+#: the study's GPU preset, read from invdiff/presets/gpu.toml (RefineNet ngf = 64 as in the
 #: paper, a U-Net of base width 64).
-GPU_PRESET = Path(__file__).resolve().parents[1] / "configs" / "study" / "gpu.toml"
+GPU_PRESET = Path(__file__).resolve().parents[1] / "invdiff" / "presets" / "gpu.toml"
 WIDTH_KW: dict[str, dict[str, dict]] = {
     "cpu": {"refinenet": {"ngf": 8}, "unet": {"base_width": 8}},
     "paper": {net: spec["params"]

@@ -10,6 +10,7 @@ means' RMSE to the truth, both mean stds, the correlation of the std fields and 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ import oce_end_to_end as e2e  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("cases", nargs="+", type=int, help="held-out case indices, e.g. 4 1")
+    cases = ap.parse_args(argv).cases
     from invdiff_oce.algebraic import layer_rows
 
     from invdiff.pipeline import build_problem
@@ -32,7 +36,7 @@ def main(argv: list[str]) -> None:
     case = e2e.held_out(cfg, args.cases)
     prior = build_problem(cfg)[0]
     body = np.s_[layer_rows(case["x"].shape[-1], prior.layer_thickness):, :]
-    for m in (int(a) for a in argv):
+    for m in cases:
         chains = [e2e.mcmc_references(cfg, case, [m], args.mcmc_steps, args.walkers,
                                       Path(args.reference_cache), seed_offset=k)
                   for k in (0, 1000)]  # the cached first chain, and another seed
