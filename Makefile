@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 test: install  ## the default test run (fast; slow end-to-end tests excluded)
 	$(BIN)/pytest
 
-test-slow: install  ## the slow end-to-end tests, accuracy targets included (CI; about 27 minutes)
+test-slow: install  ## the slow end-to-end tests, accuracy targets included (CI; about 15 minutes)
 	$(BIN)/pytest -m slow --durations=25; rc=$$?; [ $$rc -eq 5 ] && echo "no slow tests" || exit $$rc
 
 test-accuracy: install  ## only the accuracy targets on a CPU budget (about 7 minutes)
