@@ -298,6 +298,10 @@ def test_overrides_set_preset_values_and_bad_ones_are_named():
     assert preset.samplers["annealed-langevin"] == {"steps_per_level": 2}
     with pytest.raises(ConfigError, match="n_samples"):
         load_preset("smoke", ["n_samples=1"])
+    own = load_preset("smoke", ["problems.reference.n_samples=30"])
+    assert own.samples_for("reference") == 30 and own.samples_for("oce") == own.n_samples
+    with pytest.raises(ConfigError, match="n_samples"):
+        load_preset("smoke", ["problems.oce.n_samples=1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_preset("smoke", ["n_samples"])
 
@@ -333,6 +337,11 @@ def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
     with pytest.raises(CheckpointError, match="lr_decay"):
         study("smoke", **kw, overrides=["base.training.lr_decay=constant"])
     assert ckpt.stat().st_mtime_ns == stamp
+    # a problem's own sample count: new cells from the same model, named in the header
+    study("smoke", **kw, overrides=["problems.reference.n_samples=12"])
+    more = _rows(out / "results.csv")
+    assert {r["n_samples"] for r in more} == {"12"} and ckpt.stat().st_mtime_ns == stamp
+    assert "8 samples per measurement (reference: 12)" in (out / "results.md").read_text()
 
 
 def test_a_problem_takes_the_reference_its_prior_names_unless_the_preset_says(tmp_path):

@@ -67,8 +67,11 @@ def study(
         if preset.peer.enabled and peer and preset.peer.problem in problems:
             peer_note = run_peer(preset, result, log)
             log(peer_note)
+    own = ", ".join(f"{p}: {preset.samples_for(p)}" for p in problems
+                    if preset.samples_for(p) != preset.n_samples)
     header = [f"Problems: {', '.join(problems)}; nets: {', '.join(preset.nets)}; samplers: "
-              f"{', '.join(preset.samplers)}; {preset.n_samples} samples per measurement.",
+              f"{', '.join(preset.samplers)}; {preset.n_samples} samples per measurement"
+              f"{f' ({own})' if own else ''}.",
               f"Device `{preset.device}`, torch {torch.__version__}, {preset.threads or 'default'}"
               f" torch threads, {platform.machine()} with {_cpus()} CPUs; wall time "
               f"{(time.perf_counter() - start) / 60:.1f} min (resumed parts are not re-timed)."]

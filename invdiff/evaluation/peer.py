@@ -71,10 +71,11 @@ def run_peer(preset: Preset, result: StudyResult, log: Callable[[str], None]) ->
         post = inf.build_posterior()
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    n = preset.samples_for(spec.problem)
     samples = torch.stack([
-        post.sample((preset.n_samples,), x=y.flatten().float().to(preset.device),
+        post.sample((n,), x=y.flatten().float().to(preset.device),
                     steps=spec.steps, show_progress_bars=False, reject_outside_prior=False)
-        for y in h.y]).cpu().reshape(len(h.y), preset.n_samples, *h.x.shape[1:])
+        for y in h.y]).cpu().reshape(len(h.y), n, *h.x.shape[1:])
     metrics, calib = score_samples(preset, samples, h, ref, spec.steps,
                                    time.perf_counter() - t0)
     cell = {"problem": spec.problem, "net": "sbi-npse-mlp", "sampler": "sbi-euler-maruyama",

@@ -48,12 +48,17 @@ class ProblemSpec(Section):
     ``noise_param``: the key of ``problem.noise_model.params`` that ``noise_levels`` set; one
     model is trained per level and tested at the same level, plus the (train, test) pairs of
     ``misspecified``.
+    ``n_samples``: posterior samples per measurement on this problem (unset: the preset's).
+    A problem whose exact std field varies little across pixels needs more samples than the
+    others before the std-field correlation can tell a good sampler from a perfect one.
     """
 
     reference: ComponentSpec | Literal["none"] | None = None
     noise_param: str
     noise_levels: list[float] = Field(min_length=1)
     misspecified: list[tuple[float, float]] = Field(default_factory=list)
+    n_samples: int | None = Field(None, ge=2, description="posterior samples per measurement "
+                                  "on this problem (None: the preset's n_samples)")
     experiment: dict[str, Any]
 
     @model_validator(mode="after")
@@ -119,6 +124,10 @@ class Preset(Section):
         noise_model.setdefault("params", {})[spec.noise_param] = noise
         data.setdefault("output", {})["dir"] = str(self.run_dir(problem, noise, net))
         return parse_config(data, f"preset {self.name}, problem {problem}")
+
+    def samples_for(self, problem: str) -> int:
+        """Posterior samples per measurement on ``problem``: its own, else the preset's."""
+        return self.problems[problem].n_samples or self.n_samples
 
     def cells(self, problem: str) -> list[tuple[float, float]]:
         """(noise_train, noise_test) pairs of a problem: the diagonal, then the misspecified."""

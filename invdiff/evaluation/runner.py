@@ -114,7 +114,7 @@ def cell_key(preset: Preset, sampler: str, h: HeldOut, cfg: Any, ema: bool) -> s
     and its step count (``Trainer.fit`` resumes bit-identically)."""
     spec = preset.problems[h.problem].reference
     blob = json.dumps({"sampler": sampler, "params": preset.samplers[sampler],
-                       "n": preset.n_samples, "seed": preset.seed, "test": h.level,
+                       "n": preset.samples_for(h.problem), "seed": preset.seed, "test": h.level,
                        "experiment": cfg.model_dump(mode="json"), "ema": ema,
                        "ref": spec if isinstance(spec, str | None) else spec.model_dump(),
                        "levels": preset.calibration_levels, "bins": preset.rank_bins,
@@ -140,7 +140,7 @@ def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Referenc
     params = {"progress": False, **preset.samplers[sampler]}
     dev = model.sigmas.device
     gen = torch.Generator(device=dev).manual_seed(preset.seed)
-    post = sample_posterior(model, h.y.to(dev), sampler=sampler, n=preset.n_samples,
+    post = sample_posterior(model, h.y.to(dev), sampler=sampler, n=preset.samples_for(h.problem),
                             generator=gen, **params)
     return score_samples(preset, post.samples.detach().float().cpu(), h, ref, post.nfe,
                          post.seconds)
