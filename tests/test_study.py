@@ -302,6 +302,9 @@ def test_overrides_set_preset_values_and_bad_ones_are_named():
     assert own.samples_for("reference") == 30 and own.samples_for("oce") == own.n_samples
     with pytest.raises(ConfigError, match="n_samples"):
         load_preset("smoke", ["problems.oce.n_samples=1"])
+    with pytest.raises(ConfigError, match="rank_bins = 5 exceeds the 4 rank values of 3 "
+                                          "samples on problem oce"):
+        load_preset("smoke", ["problems.oce.n_samples=3", "rank_bins=5"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_preset("smoke", ["n_samples"])
 

@@ -98,6 +98,16 @@ class Preset(Section):
     problems: dict[str, ProblemSpec] = Field(min_length=1)
     peer: PeerSpec = Field(default_factory=PeerSpec)
 
+    @model_validator(mode="after")
+    def _rank_bins_fit_the_samples(self) -> Preset:
+        for problem in self.problems:  # n samples give n + 1 rank values
+            n = self.samples_for(problem)
+            if self.rank_bins > n + 1:
+                raise ValueError(f"rank_bins = {self.rank_bins} exceeds the {n + 1} rank values "
+                                 f"of {n} samples on problem {problem}: lower rank_bins or "
+                                 f"raise n_samples")
+        return self
+
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path(self.runs) / "results"
