@@ -45,7 +45,7 @@ import invdiff
 from invdiff.io import atomic_write_text
 from invdiff.reference.diagnostics import gaussian_accuracy, reference_case
 from invdiff.runtime import torch_threads
-from invdiff.sigmas import geometric, langevin_step_size
+from invdiff.sampling.sigmas import geometric, langevin_step_size
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_MD = ROOT / "docs" / "results" / "samplers.md"

@@ -55,10 +55,9 @@ def train_worker(threads: int) -> None:
     import torch
 
     import invdiff
-    from invdiff import distributed
     from invdiff.data import Dataset, Normalization
-    from invdiff.sigmas import geometric
-    from invdiff.training import Trainer, TrainingConfig
+    from invdiff.sampling.sigmas import geometric
+    from invdiff.training import Trainer, TrainingConfig, distributed
 
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
@@ -103,7 +102,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.train_worker is not None:
         return train_worker(args.train_worker)
-    from invdiff.dask_executor import client_for
+    from invdiff.data.dask_executor import client_for
 
     rows = []
     t0 = time.perf_counter()

@@ -27,15 +27,15 @@ from pathlib import Path
 
 import torch
 
-from invdiff import pipeline
-from invdiff.checkpoint import load_model
-from invdiff.config import ComponentSpec, load_config
 from invdiff.data import load_dataset
+from invdiff.evaluation.figures import posterior_figure
+from invdiff.evaluation.metrics import posterior_metrics, rms
 from invdiff.evaluation.references import reference_on
-from invdiff.figures import posterior_figure
-from invdiff.metrics import posterior_metrics, rms
-from invdiff.posterior import sample_posterior
+from invdiff.experiment import stages as pipeline
+from invdiff.experiment.config import ComponentSpec, load_config
 from invdiff.runtime import torch_threads
+from invdiff.sampling.posterior import sample_posterior
+from invdiff.training.checkpoint import load_model
 
 SAMPLERS = ("annealed-langevin", "predictor-corrector")
 

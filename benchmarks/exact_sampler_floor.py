@@ -2,12 +2,12 @@
 
 On the linear-Gaussian reference problem the posterior is known in closed form, so its exact
 samples can be scored exactly as a trained model's are (same held-out measurements, same number
-of samples, same :func:`invdiff.metrics.sample_metrics`). The result is the best any sampler
-can measure with that many samples: the std-field correlation of an exact sampler is below 1
+of samples, same :func:`invdiff.evaluation.metrics.sample_metrics`). The result is the best any
+sampler can measure with that many samples: the std-field correlation of an exact sampler is below 1
 because each pixel's std is estimated from n samples (relative noise about 1 / sqrt(2 (n - 1))),
 and the std ratio and coverage scatter around 1 and the nominal level. A learned posterior is
 judged against these numbers, not against 1. The table also prints the closed-form
-expectations of :func:`invdiff.metrics.exact_sampler_scores` beside the measured ones.
+expectations of :func:`invdiff.evaluation.metrics.exact_sampler_scores` beside the measured ones.
 
 Prints a table over n (samples per measurement), the mean and spread over ``--repeats`` draws:
 
@@ -27,12 +27,12 @@ import sys
 
 import torch
 
-from invdiff import pipeline
-from invdiff.evaluation.preset import load_preset
-from invdiff.evaluation.runner import held_out_set
+from invdiff.evaluation.metrics import exact_sampler_scores, sample_metrics
+from invdiff.experiment import stages as pipeline
 from invdiff.interfaces import ReferenceResult
-from invdiff.metrics import exact_sampler_scores, sample_metrics
 from invdiff.reference.exact import exact_posterior
+from invdiff.study.preset import load_preset
+from invdiff.study.runner import held_out_set
 
 METRICS = ("std_ratio", "std_corr", "coverage_90", "mean_err_std")
 

@@ -45,14 +45,16 @@ from typing import Any
 
 import torch
 
-from invdiff import pipeline
-from invdiff.checkpoint import load_model
-from invdiff.config import apply_overrides, parse_config
 from invdiff.errors import ConfigError
-from invdiff.evaluation.preset import Preset, check_fits, load_preset
+from invdiff.evaluation.metrics import exact_sampler_scores, rms
 from invdiff.evaluation.references import HeldOut
-from invdiff.evaluation.report import fmt, md_table
-from invdiff.evaluation.runner import (
+from invdiff.experiment import stages as pipeline
+from invdiff.experiment.config import apply_overrides, parse_config
+from invdiff.io import atomic_open, atomic_write_text
+from invdiff.runtime import torch_threads
+from invdiff.study.preset import Preset, check_fits, load_preset
+from invdiff.study.report import fmt, md_table
+from invdiff.study.runner import (
     cell_key,
     held_out_set,
     link_data,
@@ -60,9 +62,7 @@ from invdiff.evaluation.runner import (
     run_cell,
     train_net,
 )
-from invdiff.io import atomic_open, atomic_write_text
-from invdiff.metrics import exact_sampler_scores, rms
-from invdiff.runtime import torch_threads
+from invdiff.training.checkpoint import load_model
 
 FRACTIONS = (0.25, 0.5, 1.0)
 METRICS = ("mean_err_std", "mean_err_pooled", "rmse_ref", "std_ratio", "std_corr",
@@ -269,7 +269,7 @@ def perfect_sampler_note(ref_std: torch.Tensor, n: int) -> str:
     best = exact_sampler_scores(ref_std, n)
     return (f"A perfect sampler with {n} samples is expected to score std_ratio "
             f"{best['std_ratio']:.3f} and std_corr {best['std_corr']:.2f} here "
-            f"(`invdiff.metrics.exact_sampler_scores`; exact for a Gaussian reference).")
+            f"(`invdiff.evaluation.metrics.exact_sampler_scores`; exact for a Gaussian reference).")
 
 
 # -- main --------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ posteriors, and compare the cSDM posterior mean with the truth and with the alge
     nice .venv/bin/python benchmarks/oce_end_to_end.py --quick          # smoke test (seconds)
     nice .venv/bin/python benchmarks/oce_end_to_end.py --figures docs/results/oce
 
-Stages 1-2 are the core pipeline (``invdiff.pipeline.run_simulate`` / ``run_train``, resumable:
+Stages 1-2 are the core pipeline (``invdiff.experiment.stages.run_simulate`` / ``run_train``,
+resumable:
 rerunning continues an interrupted run). Stage 3 draws its own held-out cases with their prior
 parameters (the spheroid's true outline is needed for the geometry metrics): half of them with a
 wrapped phase, half without. Metrics, over the sample body below the compliant layer:
@@ -22,8 +23,9 @@ training x (what an estimate that ignores y achieves).
 Reference posterior (``--reference K``, needs the noise model's ``speckle_smoothing = 0``, e.g.
 configs/oce-spheroid-iid.toml): the registered reference ``spheroid-mcmc``, ensemble MCMC over
 the 9 spheroid parameters with the exact likelihood, on K held-out cases, alternately wrapped
-and not; the cSDM posterior is compared with it over the body
-(``invdiff.metrics.posterior_metrics``: RMSE between the means, std ratio, correlation of the
+and not; the cSDM posterior is compared with it over the
+body
+(``invdiff.evaluation.metrics.posterior_metrics``: RMSE between the means, std ratio, correlation of the
 std fields). Chains are cached in ``runs/oce-references/`` (``--reference-cache``), keyed by
 the measurement and the chain settings, so runs that differ only in training share them.
 """
@@ -39,9 +41,9 @@ from pathlib import Path
 
 import torch
 
-from invdiff.config import ExperimentConfig, load_config
-from invdiff.evaluation.runner import use_ema
-from invdiff.pipeline import build_problem, output_paths, run_simulate, run_train
+from invdiff.experiment.config import ExperimentConfig, load_config
+from invdiff.experiment.stages import build_problem, output_paths, run_simulate, run_train
+from invdiff.study.runner import use_ema
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 20_240_601
@@ -144,7 +146,7 @@ def estimate_metrics(est: torch.Tensor, case: dict[str, torch.Tensor], rows: int
 def posterior_extras(samples: torch.Tensor, case: dict[str, torch.Tensor], rows: int
                      ) -> dict[str, torch.Tensor]:
     """Mean posterior std (kPa) and 90% coverage per case, over the body."""
-    from invdiff.metrics import coverage
+    from invdiff.evaluation.metrics import coverage
 
     s = samples[:, :, :, rows:]
     t = case["x"][:, :, rows:]
@@ -172,8 +174,8 @@ def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: 
     """MCMC posterior mean/std fields ``(K, 1, N, N)`` for the held-out cases ``index``: the
     registered reference ``spheroid-mcmc`` with seed m (+ ``seed_offset``) for case m, chains
     cached in ``cache`` by measurement and settings; R-hat, ESS, seconds and solves per case."""
-    from invdiff.config import ComponentSpec
     from invdiff.evaluation.references import reference_on
+    from invdiff.experiment.config import ComponentSpec
 
     problem = build_problem(cfg)
     refs = []
@@ -193,7 +195,7 @@ def reference_comparison(case: dict, samples: torch.Tensor, ref: dict, index: li
                          rows: int) -> dict[str, dict]:
     """Per-case metrics on the reference cases: the MCMC mean and the cSDM posterior against
     the truth, and the cSDM posterior against the reference, over the body below the layer."""
-    from invdiff.metrics import posterior_metrics
+    from invdiff.evaluation.metrics import posterior_metrics
 
     sub = {k: v[index] for k, v in case.items()}
     body = (Ellipsis, slice(rows, None), slice(None))
@@ -256,10 +258,10 @@ def main(argv: list[str] | None = None) -> dict:
     from invdiff_oce.algebraic import algebraic_estimate, layer_rows
     from invdiff_oce.phase import to_phase
 
-    from invdiff.checkpoint import load_model
     from invdiff.data import load_dataset
-    from invdiff.figures import posterior_figure
-    from invdiff.posterior import sample_posterior
+    from invdiff.evaluation.figures import posterior_figure
+    from invdiff.sampling.posterior import sample_posterior
+    from invdiff.training.checkpoint import load_model
 
     timings = {}
     t0 = time.perf_counter()

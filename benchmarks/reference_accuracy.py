@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from invdiff import pipeline
-from invdiff.config import load_config
+from invdiff.experiment import stages as pipeline
+from invdiff.experiment.config import load_config
 
 COLUMNS = ("net", "params", "steps", "train_min", "sample_s", "nfe", "mean_err_std",
            "std_ratio", "std_corr", "coverage_90", "rmse_truth", "ref_rmse_truth")

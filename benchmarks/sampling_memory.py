@@ -19,9 +19,9 @@ import hashlib, json, resource, sys, time
 import torch
 import invdiff
 from invdiff.data import Normalization
-from invdiff.model import ScoreModel
-from invdiff.posterior import sample_posterior
-from invdiff.sigmas import geometric
+from invdiff.training.model import ScoreModel
+from invdiff.sampling.posterior import sample_posterior
+from invdiff.sampling.sigmas import geometric
 m, n, chunk = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 net = invdiff.create("score_net", "unet", x_shape=(1, 16, 16), y_shape=(1, 16, 16),
                      base_width=16, channel_mult=[1, 2, 2], num_res_blocks=1)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invdiff.checkpoint import load_model
+from invdiff.training.checkpoint import load_model
 
 
 def load_trained_run(run: Path, net: str | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:

@@ -6,7 +6,10 @@ import torch. See ``docs/architecture.md`` and ``docs/writing-plugins.md``.
 
 from __future__ import annotations
 
+from invdiff import _moved
 from invdiff.lazy import lazy_exports
+
+_moved.install()  # old module paths (invdiff.posterior, ...) keep working
 
 __version__ = "0.1.0"
 
@@ -30,13 +33,19 @@ _EXPORTS = {
     "DataError": "invdiff.errors",
     "CheckpointError": "invdiff.errors",
     "SamplingError": "invdiff.errors",
-    # pipeline
-    "simulate": "invdiff.simulation",
-    "Dataset": "invdiff.data",
-    "Normalization": "invdiff.data",
-    "load_dataset": "invdiff.data",
-    "sample_posterior": "invdiff.posterior",
-    "Posterior": "invdiff.posterior",
+    # data, training, sampling
+    "simulate": "invdiff.data.simulation",
+    "Dataset": "invdiff.data.dataset",
+    "Normalization": "invdiff.data.dataset",
+    "load_dataset": "invdiff.data.dataset",
+    "Trainer": "invdiff.training.trainer",
+    "TrainingConfig": "invdiff.training.config",
+    "load_model": "invdiff.training.checkpoint",
+    "sample_posterior": "invdiff.sampling.posterior",
+    "Posterior": "invdiff.sampling.posterior",
+    # experiments
+    "Experiment": "invdiff.experiment.run",
+    "load_config": "invdiff.experiment.config",
 }
 
 __getattr__, _names = lazy_exports(__name__, _EXPORTS)

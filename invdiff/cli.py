@@ -68,8 +68,8 @@ def _torchrun(nproc: int, argv: Sequence[str]) -> int:
 
 def _stage(name: str):
     def run(args: argparse.Namespace) -> int:
-        from invdiff import pipeline
-        from invdiff.config import load_config
+        from invdiff.experiment import stages as pipeline
+        from invdiff.experiment.config import load_config
 
         if getattr(args, "nproc", None) is not None and _rank()[1] == 1:
             return _torchrun(args.nproc, args.argv)
@@ -104,8 +104,8 @@ SMOKE_NOTE = ("--quick is a smoke test: it checks that every stage runs on this 
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from invdiff import pipeline
-    from invdiff.report import calibration_verdict
+    from invdiff.evaluation.verdicts import calibration_verdict
+    from invdiff.experiment import stages as pipeline
 
     cfg = pipeline.demo_config(args.problem, args.quick, args.out)
     metrics = pipeline.run_run(cfg, progress=not args.quiet, say=_say)
@@ -128,7 +128,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     import shlex
 
-    from invdiff.evaluation import study
+    from invdiff.study import study
 
     argv = [args.preset, *(["--out", str(args.out)] if args.out else []),
             *(["--runs", str(args.runs)] if args.runs else []),
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if world > 1 and "torch" in sys.modules:
-            from invdiff.distributed import shutdown
+            from invdiff.training.distributed import shutdown
 
             shutdown()
 

@@ -15,8 +15,8 @@ Concrete components live in plugins; these base classes only fix the contract (a
 contract kit :mod:`invdiff.testing` checks it). A prior or forward model may also say what its
 field is physically with two optional string attributes, ``label`` (e.g. "shear modulus mu")
 and ``units`` (e.g. "relative to the background"); figures and ``metrics.json`` show them
-(:func:`invdiff.report.field_labels`) and fall back to "x" / "measurement y" without them.
-Subclassing is optional: anything with the same methods works (duck typing), which keeps
+(:func:`invdiff.evaluation.verdicts.field_labels`) and fall back to "x" / "measurement y" without
+them. Subclassing is optional: anything with the same methods works (duck typing), which keeps
 third-party code free of import-time coupling.
 """
 
@@ -125,7 +125,7 @@ class Sampler(abc.ABC):
     """Draws posterior samples from a score function on a decreasing noise ladder.
 
     Optional attribute ``steps_per_level``: Langevin steps per noise level; when a sampler has
-    it, the ladder heuristic (:func:`invdiff.sigmas.suggest`) sizes the ladder for it.
+    it, the ladder heuristic (:func:`invdiff.sampling.sigmas.suggest`) sizes the ladder for it.
     """
 
     @abc.abstractmethod

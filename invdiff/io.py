@@ -37,7 +37,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     process is killed mid-write, anywhere under ``folder``; returns them.
 
     Only safe while no other process writes there: call it holding the folder's lock
-    (:func:`invdiff.lock.stage_lock` does)."""
+    (:func:`invdiff.experiment.lock.stage_lock` does)."""
     removed = []
     for tmp in Path(folder).rglob(".*.tmp"):
         if tmp.is_file():

@@ -57,7 +57,8 @@ class LadderParams(Params):
 
 
 class MCMCReferenceParams(Params):
-    """Parameters of the MCMC references (:class:`invdiff.mcmc.ParameterMCMCReference`)."""
+    """Parameters of the MCMC references
+    (:class:`invdiff.evaluation.mcmc.ParameterMCMCReference`)."""
 
     n_ref: int = Field(2, ge=1, description="measurements that get a chain (the first n_ref)")
     n_steps: int = Field(2000, ge=4, description="ensemble steps per chain")

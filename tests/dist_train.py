@@ -24,10 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from invdiff import distributed  # noqa: E402
 from invdiff.reference import make_problem  # noqa: E402
-from invdiff.sigmas import geometric  # noqa: E402
-from invdiff.training import Trainer, TrainingConfig  # noqa: E402
+from invdiff.sampling.sigmas import geometric  # noqa: E402
+from invdiff.training import (  # noqa: E402
+    Trainer,
+    TrainingConfig,
+    distributed,  # noqa: E402
+)
 from tests.nets import TinyScoreNet, gaussian_datasets  # noqa: E402
 
 SIGMAS = geometric(5.0, 0.05, 10)

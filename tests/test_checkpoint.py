@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import invdiff.plugins
-from invdiff.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint
 from invdiff.errors import CheckpointError, ConfigError
 from invdiff.reference import make_problem
-from invdiff.sigmas import geometric
+from invdiff.sampling.sigmas import geometric
 from invdiff.training import Trainer, TrainingConfig
+from invdiff.training.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint
 from tests.nets import PLUGIN, TinyScoreNet, gaussian_datasets
 
 SIGMAS = geometric(3.0, 0.1, 5)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from invdiff.config import check_components, load_config, parse_config
 from invdiff.errors import ConfigError
-from invdiff.pipeline import embedded_config, embedded_config_path
+from invdiff.experiment.config import check_components, load_config, parse_config
+from invdiff.experiment.stages import embedded_config, embedded_config_path
 
 GOOD = """
 name = "t"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import invdiff
-from invdiff.config import parse_config
 from invdiff.errors import ConfigError
+from invdiff.experiment.config import parse_config
 from invdiff.reference import make_problem
 
 pytest.importorskip("dask.distributed", reason="Dask is the optional extra invdiff[dask]")
@@ -50,7 +50,7 @@ def test_dask_local_cluster_gives_the_same_bytes(prob, tmp_path):
 def test_dask_reuses_chunks_written_before_an_interruption(prob, tmp_path, monkeypatch):
     """Chunks an interrupted run wrote are not simulated again: only the missing ones go to
     Dask, and the result still has the local bytes."""
-    from invdiff import dask_executor
+    from invdiff.data import dask_executor
 
     kw = dict(n=24, chunk_size=8, seed=2, progress=False)
     local = invdiff.simulate(prob.prior, prob.forward_model, prob.noise_model, **kw)

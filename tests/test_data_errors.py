@@ -7,10 +7,10 @@ import torch
 
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import DataError
-from invdiff.model import ScoreModel
-from invdiff.posterior import sample_posterior
-from invdiff.sigmas import geometric, suggest
+from invdiff.sampling.posterior import sample_posterior
+from invdiff.sampling.sigmas import geometric, suggest
 from invdiff.training import Trainer, TrainingConfig
+from invdiff.training.model import ScoreModel
 from tests.nets import TinyScoreNet
 
 SIGMAS = geometric(3.0, 0.1, 4)
@@ -53,7 +53,7 @@ def test_trainer_names_the_bad_data(case):
 @pytest.mark.parametrize("case", ["nan x", "integer x", "constant x"])
 def test_pipeline_ladder_names_the_bad_data(case, monkeypatch):
     """The ladder is measured on x before the trainer sees it: it must not hide the cause."""
-    from invdiff import pipeline
+    from invdiff.experiment import stages as pipeline
     from tests.test_pipeline import TINY
 
     xx, yy, _, match = CASES[case]

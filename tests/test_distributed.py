@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from invdiff import distributed
-from invdiff.checkpoint import load_checkpoint
 from invdiff.errors import ConfigError
+from invdiff.training import distributed
+from invdiff.training.checkpoint import load_checkpoint
 from tests.dist_train import PART, STEPS, make
 
 SCRIPT = Path(__file__).with_name("dist_train.py")
@@ -199,8 +199,8 @@ def test_cli_trains_and_samples_with_two_ranks(tmp_path, fresh_registry):
     the single-process ones sample for sample (chains are seeded by the measurement index)."""
     import numpy as np
 
-    from invdiff import pipeline
-    from invdiff.config import load_config
+    from invdiff.experiment import stages as pipeline
+    from invdiff.experiment.config import load_config
     from tests.test_pipeline import TINY
 
     path = tmp_path / "tiny.toml"
@@ -236,9 +236,9 @@ def test_each_measurement_has_its_own_chains_whatever_the_sharing():
     {1}): the same samples bit for bit. They are draws of the exact posterior (predictor run
     to sigma = 0 with the exact noised score): the sample means lie within 5 Monte Carlo
     standard errors of the closed-form means; measurements differ in their noise streams."""
-    from invdiff.posterior import sample_measurements
     from invdiff.reference import make_problem
-    from invdiff.sigmas import geometric
+    from invdiff.sampling.posterior import sample_measurements
+    from invdiff.sampling.sigmas import geometric
 
     prob = make_problem(n=3, blur=1.0, mask_fraction=1.0, noise_level=0.3)
     g = torch.Generator().manual_seed(0)
@@ -265,10 +265,10 @@ def test_rank_zero_gathers_the_shares_in_measurement_order(monkeypatch):
     2 measurements, ranks 2 and 3 sample nothing and only rank 0 returns a posterior."""
     from types import SimpleNamespace
 
-    from invdiff import pipeline
-    from invdiff.posterior import sample_measurements
+    from invdiff.experiment import stages as pipeline
     from invdiff.reference import make_problem
-    from invdiff.sigmas import geometric
+    from invdiff.sampling.posterior import sample_measurements
+    from invdiff.sampling.sigmas import geometric
 
     prob = make_problem(n=2, mask_fraction=1.0, noise_level=0.3)
     y = prob.forward_model(prob.prior.sample(5, generator=torch.Generator().manual_seed(0)))

@@ -75,7 +75,7 @@ import json, site, sys
 site.addsitedir(sys.argv[1])
 import torch, invdiff
 from invdiff.reference import make_problem
-from invdiff.sigmas import geometric
+from invdiff.sampling.sigmas import geometric
 prob = make_problem(n=4, mask_fraction=1.0, noise_level=0.1)
 y = prob.forward_model(prob.prior.sample(1, torch.Generator().manual_seed(0)))
 sampler = invdiff.create("sampler", "example-euler", progress=False)
@@ -135,7 +135,7 @@ def test_example_sampler_joins_the_study_with_one_set(tmp_path, monkeypatch, fre
     import importlib
 
     from invdiff import plugins
-    from invdiff.evaluation import study
+    from invdiff.study import study
 
     plugins.get_registry().add_plugin(importlib.import_module("invdiff_example.plugin"),
                                       name="example", distribution="invdiff-example")

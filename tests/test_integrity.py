@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from invdiff.checkpoint import CHECKSUM_KEY, load_checkpoint, load_model
 from invdiff.data import Dataset, Normalization, load_dataset
 from invdiff.errors import CheckpointError, DataError
 from invdiff.integrity import content_digest
+from invdiff.training.checkpoint import CHECKSUM_KEY, load_checkpoint, load_model
 from tests.test_checkpoint import outputs, registered, trained  # noqa: F401 - fixtures
 
 

@@ -1,4 +1,4 @@
-"""The core ensemble MCMC (invdiff.mcmc): diagnostics on chains with known answers, the
+"""The core ensemble MCMC (invdiff.evaluation.mcmc): diagnostics on chains with known answers, the
 stretch move on a Gaussian, a posterior with its mode on a wall of the box."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from invdiff.mcmc import (
+from invdiff.evaluation.mcmc import (
     MCMCResult,
     ParameterPosterior,
     initial_walkers,
@@ -15,7 +15,7 @@ from invdiff.mcmc import (
     sample_parameter_posterior,
     stretch_move,
 )
-from invdiff.mcmc_diagnostics import effective_sample_size, split_rhat
+from invdiff.evaluation.mcmc_diagnostics import effective_sample_size, split_rhat
 
 
 def ar1(phi: float, m: int, n: int, seed: int) -> np.ndarray:

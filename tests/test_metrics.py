@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from invdiff.errors import DataError
-from invdiff.metrics import exact_sampler_scores, posterior_metrics
+from invdiff.evaluation.metrics import exact_sampler_scores, posterior_metrics
 from invdiff.reference import make_problem
 
 

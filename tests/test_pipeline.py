@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from invdiff import pipeline
 from invdiff.cli import main
-from invdiff.config import load_config
 from invdiff.errors import CheckpointError, ConfigError
+from invdiff.experiment import stages as pipeline
+from invdiff.experiment.config import load_config
 
 TINY = """
 name = "tiny"
@@ -170,7 +170,7 @@ def test_ladder_is_suggested_in_the_units_the_net_trains_in(cfg_path):
     """With ``x_transform = "log"`` the NCSNv2 sigma_1 (largest pairwise distance of the
     normalised training x) is measured on standardised log x, not on standardised x."""
     from invdiff.data import Dataset, Normalization
-    from invdiff.sigmas import max_pairwise_distance
+    from invdiff.sampling.sigmas import max_pairwise_distance
 
     g = torch.Generator().manual_seed(0)
     x = torch.exp(1.5 * torch.randn(64, 1, 4, 4, generator=g))  # heavy right tail
@@ -254,7 +254,7 @@ def test_demos_have_folders_of_their_own(fresh_registry):
 def test_ladder_heuristic_sizes_the_ladder_for_the_sampler(tmp_path, fresh_registry, sampler,
                                                            params, steps):
     from invdiff.data import load_dataset
-    from invdiff.sigmas import suggest
+    from invdiff.sampling.sigmas import suggest
     from invdiff.training import training_normalization
 
     old = 'name = "annealed-langevin"\nparams = { steps_per_level = 2 }'

@@ -9,15 +9,15 @@ import torch
 import invdiff
 from invdiff.data import Normalization
 from invdiff.errors import ConfigError, DataError, SamplingError, UnknownComponentError
-from invdiff.model import ScoreModel
-from invdiff.posterior import Posterior, quantile, sample_posterior
 from invdiff.reference.diagnostics import (
     IsotropicScore,
     gaussian_accuracy,
     reference_case,
 )
 from invdiff.reference.exact import LinearGaussianPosterior
-from invdiff.sigmas import geometric
+from invdiff.sampling.posterior import Posterior, quantile, sample_posterior
+from invdiff.sampling.sigmas import geometric
+from invdiff.training.model import ScoreModel
 
 # Adding a ladder sampler means adding one line here: every generic check runs over the list.
 SAMPLERS = {

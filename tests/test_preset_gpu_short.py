@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invdiff.evaluation import load_preset, preset_names
+from invdiff.study import load_preset, preset_names
 
 
 def test_gpu_short_is_the_64_grid_elasticity_problem_against_three_mcmc_chains():

@@ -11,11 +11,11 @@ import textwrap
 import pytest
 import torch
 
-from invdiff import pipeline
 from invdiff.cli import main
-from invdiff.config import load_config
 from invdiff.errors import DataError, FolderInUseError
-from invdiff.lock import LOCK_NAME, stage_lock
+from invdiff.experiment import stages as pipeline
+from invdiff.experiment.config import load_config
+from invdiff.experiment.lock import LOCK_NAME, stage_lock
 from tests.test_pipeline import TINY
 
 
@@ -52,7 +52,7 @@ def test_cli_names_the_stale_data_and_the_fix(cfg_path, capsys):
 def _hold_lock_in_child(folder) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys, time
-        from invdiff.lock import stage_lock
+        from invdiff.experiment.lock import stage_lock
         with stage_lock({str(folder)!r}):
             print("held", flush=True)
             time.sleep(60)
@@ -184,7 +184,7 @@ def test_resume_refuses_chunks_of_other_component_settings_without_a_spec(tmp_pa
     """A simulation interrupted with one prior and resumed with another must not mix them,
     even through the Python API without a ``spec``."""
     import invdiff
-    from invdiff import simulation
+    from invdiff.data import simulation
     from invdiff.reference import make_problem
 
     a, b = make_problem(n=6, length_scale=0.2), make_problem(n=6, length_scale=0.5)

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 import invdiff
-from invdiff.figures import loss_figure, loss_limits, posterior_figure
-from invdiff.report import FieldLabel, calibration_verdict, describe_metrics, field_labels
+from invdiff.evaluation.figures import loss_figure, loss_limits, posterior_figure
+from invdiff.evaluation.verdicts import (
+    FieldLabel,
+    calibration_verdict,
+    describe_metrics,
+    field_labels,
+)
 
 
 def test_labels_come_from_the_components_with_neutral_fallbacks(fresh_registry):

@@ -8,10 +8,10 @@ import torch
 
 import invdiff
 from invdiff.data import Normalization
-from invdiff.model import ScoreModel
 from invdiff.params import DEFAULT_CHUNK_SIZE
-from invdiff.posterior import sample_posterior
-from invdiff.sigmas import geometric
+from invdiff.sampling.posterior import sample_posterior
+from invdiff.sampling.sigmas import geometric
+from invdiff.training.model import ScoreModel
 from tests.nets import TinyScoreNet
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from invdiff import sigmas as S
 from invdiff.errors import ConfigError
+from invdiff.sampling import sigmas as S
 
 
 def test_geometric_ladder():

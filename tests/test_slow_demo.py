@@ -16,9 +16,9 @@ import json
 
 import pytest
 
-from invdiff import pipeline
 from invdiff.data import load_dataset
-from invdiff.metrics import rms
+from invdiff.evaluation.metrics import rms
+from invdiff.experiment import stages as pipeline
 from invdiff.runtime import torch_threads
 
 

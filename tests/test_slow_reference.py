@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from invdiff import pipeline
-from invdiff.config import load_config
+from invdiff.experiment import stages as pipeline
+from invdiff.experiment.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 3000  # about 9 minutes of training on 2 quiet CPU cores (173 ms per step)

@@ -14,15 +14,15 @@ import torch
 from scipy.stats import norm
 
 from invdiff.cli import main
-from invdiff.config import ComponentSpec
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.evaluation import calibration as cal
-from invdiff.evaluation import study
-from invdiff.evaluation.peer import sbi_available
-from invdiff.evaluation.preset import load_preset, read_preset_text
+from invdiff.evaluation.metrics import coverage, coverage_curve
 from invdiff.evaluation.references import reference_on
-from invdiff.evaluation.runner import held_out_set, problem_reference
-from invdiff.metrics import coverage, coverage_curve
+from invdiff.experiment.config import ComponentSpec
+from invdiff.study import study
+from invdiff.study.peer import sbi_available
+from invdiff.study.preset import load_preset, read_preset_text
+from invdiff.study.runner import held_out_set, problem_reference
 
 LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from invdiff.data import Dataset, Normalization
-from invdiff.model import ScoreModel
-from invdiff.posterior import sample_posterior
-from invdiff.sigmas import geometric
+from invdiff.sampling.posterior import sample_posterior
+from invdiff.sampling.sigmas import geometric
 from invdiff.training import Trainer, TrainingConfig
+from invdiff.training.model import ScoreModel
 from tests.nets import TinyScoreNet
 
 
@@ -59,7 +59,7 @@ def test_sampling_runs_on_the_given_threads(caller_threads, threads, want):
 
 
 def test_config_sections_carry_threads():
-    from invdiff.config import SamplingConfig
+    from invdiff.experiment.config import SamplingConfig
 
     assert TrainingConfig().threads == SamplingConfig().threads == 1
     assert TrainingConfig(threads=None).threads is None

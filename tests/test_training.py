@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.reference import make_problem
-from invdiff.sigmas import geometric
+from invdiff.sampling.sigmas import geometric
 from invdiff.training import (
     Trainer,
     TrainingConfig,

@@ -8,14 +8,14 @@ import sys
 import pytest
 import torch
 
-from invdiff.checkpoint import load_checkpoint
 from invdiff.errors import ConfigError
+from invdiff.evaluation.metrics import reference_comparison
 from invdiff.interfaces import ReferenceResult
-from invdiff.logging_tb import N_BINS, TrainingWriter, open_writer
-from invdiff.metrics import reference_comparison
 from invdiff.reference import make_problem
-from invdiff.sigmas import geometric
+from invdiff.sampling.sigmas import geometric
 from invdiff.training import Trainer, TrainingConfig
+from invdiff.training.checkpoint import load_checkpoint
+from invdiff.training.tensorboard import N_BINS, TrainingWriter, open_writer
 from tests.nets import TinyScoreNet, gaussian_datasets
 
 SIGMAS = geometric(5.0, 0.05, 10)

@@ -3,8 +3,8 @@ r"""Calibration of posterior samples against held-out truths (pixelwise).
 For M held-out pairs (x_m, y_m) with x_m drawn from the prior, and n posterior samples
 x_m^(1..n) ~ q(x | y_m) per pair, every pixel j gives one calibration draw:
 
-* expected coverage (:func:`invdiff.metrics.coverage_curve`): for a level a, the fraction of
-  (m, j) whose truth lies in the central a-interval of the samples. A calibrated q gives a
+* expected coverage (:func:`invdiff.evaluation.metrics.coverage_curve`): for a level a, the
+fraction of (m, j) whose truth lies in the central a-interval of the samples. A calibrated q gives a
   (the diagonal); a too narrow q gives less, a too wide one more.
 * simulation-based calibration (Talts et al. 2018, arXiv 1804.06788): the rank
   r = #{i : x^(i) < x_true} in {0, ..., n}. If q is the true posterior, truth and samples are
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import torch
 
 from invdiff.errors import DataError
-from invdiff.metrics import check_samples, coverage_curve
+from invdiff.evaluation.metrics import check_samples, coverage_curve
 
 
 def sbc_ranks(samples: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

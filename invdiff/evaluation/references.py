@@ -7,7 +7,8 @@ net, sampler and training level is thus tested on the same truths, and a model t
 L' != L sees exactly the measurements a model trained at L sees.
 
 References (:func:`reference_on`): a registered reference posterior (kind ``"reference"``)
-named by a :class:`~invdiff.config.ComponentSpec`, computed on the held-out measurements. A
+named by a :class:`~invdiff.experiment.config.ComponentSpec`, computed on the held-out
+measurements. A
 reference with a ``cache`` parameter (the MCMC ones) gets a cache folder, so a rerun reads its
 chains back.
 """
@@ -20,10 +21,10 @@ from typing import Any
 
 import torch
 
-from invdiff import pipeline
-from invdiff.config import ComponentSpec, ExperimentConfig
 from invdiff.data import load_dataset
 from invdiff.errors import ConfigError, DataError
+from invdiff.experiment import stages as pipeline
+from invdiff.experiment.config import ComponentSpec, ExperimentConfig
 from invdiff.interfaces import ReferenceResult
 from invdiff.plugins import create, get_registry
 

@@ -19,7 +19,8 @@ high-order solver needs few score evaluations (nfe). The samplers here:
    :math:`\log\sigma`). The ladder passed to ``sample`` only supplies the defaults
    :math:`\sigma_{max} = \sigma_1,\ \sigma_{min} = \sigma_L` (``sigmas=None``: the score's
    own ladder ``score.sigmas``, else EDM's 80 and 0.002); a score that carries the ladder it
-   was trained on (``score.sigmas``, e.g. a :class:`invdiff.model.ScoreModel`) is never asked
+   was trained on (``score.sigmas``, e.g. a :class:`invdiff.training.model.ScoreModel`) is never
+   asked
    outside that range (:func:`check_trained_range`), and by default (``on_ladder``) only at its
    levels: each level of the schedule moves to the nearest trained one, repeats dropped;
 2. start from :math:`x \sim \mathcal N(0, \sigma_{max}^2 I)` and, with ``shift_start`` (one
@@ -56,7 +57,7 @@ import torch
 from invdiff.errors import ConfigError
 from invdiff.interfaces import SampleResult, ScoreFn
 from invdiff.sampling import Chains, LadderSampler
-from invdiff.sigmas import check_ladder
+from invdiff.sampling.sigmas import check_ladder
 
 __all__ = ["DPMSolver2M", "Heun", "ODESampler", "check_trained_range", "karras_sigmas"]
 
@@ -95,7 +96,7 @@ def check_trained_range(score: ScoreFn, sigma_max: float, sigma_min: float) -> N
     """Refuse a schedule outside the noise range a score model was trained on.
 
     A score that carries its training ladder (``score.sigmas``, e.g.
-    :class:`invdiff.model.ScoreModel`) was fitted at noise levels in
+    :class:`invdiff.training.model.ScoreModel`) was fitted at noise levels in
     ``[min(sigmas), max(sigmas)]``. Both bundled nets take sigma as a continuous number (the
     U-Net and the noise-conditional RefineNet through a Fourier embedding of ln(sigma) / 4, the
     plain RefineNet as F / sigma), so any sigma in that range gives an interpolated answer, but

@@ -10,15 +10,15 @@ import torch
 import invdiff
 from invdiff.data import Normalization
 from invdiff.errors import ConfigError
-from invdiff.model import ScoreModel
 from invdiff.reference.diagnostics import (
     REFERENCE_PROBLEMS,
     IsotropicScore,
     gaussian_accuracy,
     reference_case,
 )
-from invdiff.sigmas import geometric
+from invdiff.sampling.sigmas import geometric
 from invdiff.testing import check_sampler
+from invdiff.training.model import ScoreModel
 
 N_SAMPLES = 1000  # per measurement; M = 2 measurements -> 2000 chains
 LADDER = geometric(10.0, 0.01, 10)  # supplies only the schedule's ends (10 and 0.01)
@@ -344,8 +344,8 @@ def test_a_trained_model_is_sampled_on_its_ladder_from_a_config(tmp_path):
     5 steps + shifted start + final step."""
     from pathlib import Path
 
-    from invdiff import pipeline
-    from invdiff.config import load_config
+    from invdiff.experiment import stages as pipeline
+    from invdiff.experiment.config import load_config
 
     root = Path(__file__).resolve().parents[3]
     cfg = load_config(root / "configs" / "reference-unet.toml",

@@ -6,7 +6,7 @@
 * priors ``circular-inclusion``, ``multi-inclusion`` (area-fraction inclusions on a unit
   background) and ``lognormal-field`` (exp of a Gaussian random field);
 * reference ``inclusion-mcmc`` (:mod:`invdiff_elasticity.mcmc`): the posterior over the
-  circular-inclusion parameters by the core's ensemble MCMC (:mod:`invdiff.mcmc`).
+  circular-inclusion parameters by the core's ensemble MCMC (:mod:`invdiff.evaluation.mcmc`).
 
 Attributes load lazily so that listing plugins never imports torch.
 """

@@ -13,8 +13,8 @@ import torch
 
 from invdiff.checks import generator_device
 from invdiff.errors import DataError
+from invdiff.evaluation.mcmc import uniform_box
 from invdiff.interfaces import Prior
-from invdiff.mcmc import uniform_box
 
 Range = tuple[float, float]
 

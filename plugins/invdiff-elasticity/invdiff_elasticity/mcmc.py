@@ -9,7 +9,7 @@ fixes that parameter), F the forward model (the :class:`ElasticityFEM` measureme
 box works) and s the ABSOLUTE noise std. Data made with the core ``gaussian`` noise model and
 ``level=`` use s = level * RMS(clean y) per sample; the reference likelihood then takes that s
 computed from the TRUE clean signal (:func:`relative_noise_std`), treating it as known, which
-is what the simulator did. The sampler is the core's (:mod:`invdiff.mcmc`).
+is what the simulator did. The sampler is the core's (:mod:`invdiff.evaluation.mcmc`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from invdiff.errors import DataError
-from invdiff.mcmc import MCMCResult, ParameterPosterior, sample_parameter_posterior
+from invdiff.evaluation.mcmc import MCMCResult, ParameterPosterior, sample_parameter_posterior
 from invdiff_elasticity.fem import ElasticityFEM
 from invdiff_elasticity.inclusions import CircularInclusionPrior
 

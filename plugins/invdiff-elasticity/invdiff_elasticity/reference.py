@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from invdiff.mcmc import ParameterMCMCReference, ParameterPosterior
+from invdiff.evaluation.mcmc import ParameterMCMCReference, ParameterPosterior
 from invdiff.reference.noise import GaussianNoise
 from invdiff_elasticity.mcmc import InclusionPosterior, relative_noise_std
 

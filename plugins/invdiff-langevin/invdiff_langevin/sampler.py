@@ -7,7 +7,7 @@ For each level :math:`\sigma_i` of the ladder, T Langevin steps
 
 then (optionally) the denoising step :math:`x \leftarrow x + \sigma_L^2 s(x, y, \sigma_L)`.
 The default :math:`\epsilon` is NCSNv2's technique 4 for the given ladder and T
-(:func:`invdiff.sigmas.langevin_step_size`). Cost: L T (+1) score evaluations per chain.
+(:func:`invdiff.sampling.sigmas.langevin_step_size`). Cost: L T (+1) score evaluations per chain.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from invdiff.errors import ConfigError
 from invdiff.sampling import Chains, LadderSampler
-from invdiff.sigmas import langevin_step_size
+from invdiff.sampling.sigmas import langevin_step_size
 
 
 class AnnealedLangevin(LadderSampler):

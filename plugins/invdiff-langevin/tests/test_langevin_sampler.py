@@ -13,7 +13,7 @@ from invdiff.reference.diagnostics import (
     reference_case,
     target_cov,
 )
-from invdiff.sigmas import geometric
+from invdiff.sampling.sigmas import geometric
 from invdiff.testing import check_sampler
 
 N_SAMPLES = 1000  # per measurement; M = 2 measurements -> 2000 chains
@@ -52,7 +52,7 @@ def test_annealed_langevin_contract():
 
 
 def test_eps_default_follows_ncsnv2_rule():
-    from invdiff.sigmas import langevin_step_size
+    from invdiff.sampling.sigmas import langevin_step_size
 
     prob, y = reference_case(n=4, mask_fraction=1.0)
     sigmas = geometric(5.0, 0.05, 10)

@@ -6,8 +6,8 @@
       p(theta | y) ∝ 1[theta in box] prod_pixels p_e(wrap(y - F(field(theta))) | Delta, row)
 
   (:mod:`invdiff_oce.likelihood`; exact when the noise model's speckle is unsmoothed), sampled
-  by the core's stretch-move ensemble (:func:`invdiff.mcmc.sample_parameter_posterior`). The
-  orientation is an angle of period pi: when its range is the full period it moves on the
+  by the core's stretch-move ensemble (:func:`invdiff.evaluation.mcmc.sample_parameter_posterior`).
+  The orientation is an angle of period pi: when its range is the full period it moves on the
   circle (an ellipse at theta and theta + pi is the same).
 * ``oce-algebraic``: the stress/strain estimate (:mod:`invdiff_oce.algebraic`), a point
   estimate (no std) kept as a baseline.
@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 
-from invdiff.interfaces import ReferencePosterior, ReferenceResult
-from invdiff.mcmc import (
+from invdiff.evaluation.mcmc import (
     MCMCResult,
     ParameterMCMCReference,
     ParameterPosterior,
     sample_parameter_posterior,
 )
+from invdiff.interfaces import ReferencePosterior, ReferenceResult
 from invdiff_oce.forward import OCEPhaseForward
 from invdiff_oce.likelihood import OCELikelihood, PhaseErrorTable
 from invdiff_oce.noise import OCEPhaseNoise

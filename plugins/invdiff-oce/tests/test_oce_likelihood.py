@@ -22,7 +22,7 @@ from invdiff_oce.reference import orientation_period, reference_posterior
 from invdiff_oce.spheroid import NAMES, TumourSpheroidPrior
 
 from invdiff.errors import ConfigError, DataError
-from invdiff.mcmc import ParameterPosterior
+from invdiff.evaluation.mcmc import ParameterPosterior
 
 N = 16
 NOISE = OCEPhaseNoise(speckle_smoothing=0.0)

@@ -13,7 +13,7 @@ from invdiff.reference.diagnostics import (
     reference_case,
     target_cov,
 )
-from invdiff.sigmas import geometric
+from invdiff.sampling.sigmas import geometric
 from invdiff.testing import check_sampler
 
 N_SAMPLES = 2000  # per measurement; M = 2 measurements -> 4000 chains

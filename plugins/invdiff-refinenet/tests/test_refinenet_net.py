@@ -11,7 +11,7 @@ from invdiff_refinenet.net import ConditionalRefineNet
 import invdiff
 from invdiff.errors import ConfigError
 from invdiff.testing import check_same_on_device, check_score_net
-from invdiff.testing_scorenet import (
+from invdiff.testing.scorenet import (
     GaussianToy,
     check_imports_torch_free,
     check_input_errors,

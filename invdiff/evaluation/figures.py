@@ -1,8 +1,8 @@
 """Figures of posteriors: truth, measurement, posterior mean and std, a few samples.
 
 Colorbars carry units and a caption says what x and y are physically, from the components'
-optional ``label`` / ``units`` (:func:`invdiff.report.field_labels`). matplotlib with the Agg
-backend (no display needed); files are written atomically.
+optional ``label`` / ``units`` (:func:`invdiff.evaluation.verdicts.field_labels`). matplotlib with
+the Agg backend (no display needed); files are written atomically.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from invdiff.evaluation.verdicts import FieldLabel, field_labels
 from invdiff.io import atomic_open
-from invdiff.report import FieldLabel, field_labels
 
 STD_NOTE = ("std: the posterior standard deviation per pixel, i.e. where the measurement leaves "
             "x uncertain (it should be large where the posterior mean misses the truth)")

@@ -1,6 +1,6 @@
 """Simulation chunks on a Dask cluster: ``data.executor = "dask"`` (``invdiff[dask]``).
 
-:func:`map_chunks` runs the chunks of :func:`invdiff.simulation.simulate` as Dask tasks and
+:func:`map_chunks` runs the chunks of :func:`invdiff.data.simulation.simulate` as Dask tasks and
 yields ``(index, arrays)`` as they finish, in any order: each chunk draws from its own
 seed, so the data are bit-identical to ``executor = "local"`` whatever the number of workers.
 
@@ -35,10 +35,10 @@ _EXTRA = "pip install 'invdiff[dask]' (Dask with dask.distributed)"
 
 def _task(components: tuple, n: int, seed: int, index: int) -> tuple[int, dict]:
     """One chunk on a worker, with one torch / BLAS thread (workers parallelise chunks)."""
-    from invdiff.simulation import _run_chunk, _worker_init
+    from invdiff.data.chunks import run_chunk, worker_init
 
-    _worker_init()
-    return _run_chunk((*components, n, seed, index))
+    worker_init()
+    return run_chunk((*components, n, seed, index))
 
 
 def _timeout_s() -> float:

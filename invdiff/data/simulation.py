@@ -4,7 +4,7 @@ Work is split into chunks of ``chunk_size`` pairs. Chunk ``i`` draws from its ow
 seeded by ``(seed, i)``, so the data do not depend on the number of workers or on restarts.
 With a ``path``, each finished chunk is written atomically to ``<path>.parts/`` and a rerun
 skips the chunks already there (resume after a crash); at the end the chunks are merged into
-one ``.npz`` dataset (see :mod:`invdiff.data`) and the parts folder is removed.
+one ``.npz`` dataset (see :mod:`invdiff.data.dataset`) and the parts folder is removed.
 
 Pairs with a non-finite x, clean or noisy y are dropped and counted (``meta["dropped"]``),
 never kept silently.
@@ -27,60 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from invdiff.data import Dataset, Normalization, load_arrays, load_dataset, save_arrays
+from invdiff.data.chunks import chunk_seed, run_chunk, worker_init
 from invdiff.errors import ConfigError, DataError
 from invdiff.io import atomic_write_text
-
-_SEED_STRIDE = 1_000_003  # chunk seeds: seed * stride + chunk index (distinct for any sane n)
-
-
-def chunk_seed(seed: int, index: int) -> int:
-    return seed * _SEED_STRIDE + index
-
-
-def simulate_chunk(
-    prior: Any, forward_model: Any, noise_model: Any, n: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Draw ``n`` pairs with one generator seeded by ``seed``; drop non-finite pairs.
-
-    Returns numpy arrays ``x``, ``y``, ``y_clean`` (float32 unless the prior says otherwise)
-    and ``dropped`` (a 0-d count).
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        x = prior.sample(n, generator=g)
-        y_clean = forward_model(x)
-        y = noise_model(y_clean, generator=g)
-    ok = (
-        torch.isfinite(x.flatten(1)).all(1)
-        & torch.isfinite(y_clean.flatten(1)).all(1)
-        & torch.isfinite(y.flatten(1)).all(1)
-    )
-    dtype = x.dtype
-    return {
-        "x": x[ok].cpu().numpy(),
-        "y": y[ok].to(dtype).cpu().numpy(),
-        "y_clean": y_clean[ok].to(dtype).cpu().numpy(),
-        "dropped": np.array(int((~ok).sum())),
-    }
-
-
-def _worker_init(parent_pid: int | None = None) -> None:
-    # One torch and one BLAS thread per worker process: workers parallelise across chunks.
-    # OpenBLAS threads spin while waiting, so 2 workers x 2 BLAS threads on 2 cores made FEM
-    # simulation (scipy banded solves) over 10x slower than one worker.
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    threadpool_limits(1)
-    if parent_pid is not None:  # no orphans when the parent is killed with -9
-        from invdiff.runtime import die_with_parent
-
-        die_with_parent(parent_pid)
-
-
-def _run_chunk(args: tuple) -> tuple[int, dict[str, np.ndarray]]:
-    prior, fwd, noise, n, seed, index = args
-    return index, simulate_chunk(prior, fwd, noise, n, seed)
 
 
 def _signature(n: int, chunk_size: int, seed: int, spec: Any) -> str:
@@ -139,7 +88,7 @@ def simulate(
         spec: a JSON-able description of the components (e.g. their registry names and
             params); it is stored in ``meta`` and guards resume against mixing settings.
         executor: ``"local"`` (a process pool of ``workers``) or ``"dask"``
-            (:mod:`invdiff.dask_executor`: a LocalCluster of ``workers`` processes, or the
+            (:mod:`invdiff.data.dask_executor`: a LocalCluster of ``workers`` processes, or the
             running ``scheduler``); the data do not depend on it.
     """
     if executor not in ("local", "dask"):
@@ -167,7 +116,7 @@ def simulate(
     bar = tqdm(total=len(sizes), initial=len(done), desc="simulate", unit="chunk",
                disable=not progress)
     if executor == "dask":
-        from invdiff.dask_executor import map_chunks as dask_map
+        from invdiff.data.dask_executor import map_chunks as dask_map
 
         results = dask_map(todo, workers, scheduler)
     else:
@@ -189,15 +138,15 @@ def simulate(
 def _map_chunks(todo: list[tuple], workers: int):
     if workers == 1 or len(todo) <= 1:
         for args in todo:
-            yield _run_chunk(args)
+            yield run_chunk(args)
         return
     # fork where available (no `if __name__ == "__main__"` guard needed in user scripts, no
     # re-import of torch); workers then use one thread each, as torch's DataLoader workers do.
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=_worker_init, initargs=(os.getpid(),)) as pool:
-        yield from pool.map(_run_chunk, todo)
+                             initializer=worker_init, initargs=(os.getpid(),)) as pool:
+        yield from pool.map(run_chunk, todo)
 
 
 def _existing_dataset(path: Path, signature: str) -> Dataset | None:

@@ -21,8 +21,8 @@ each prior range) around that mode, from which the ensemble expands to the poste
 (a concentrated posterior is reached in far fewer steps than by contracting from the prior);
 "prior" starts from the best ``n_walkers`` prior draws. The first ``burn_in`` steps are
 discarded; R-hat near 1 says the start has been forgotten. Split R-hat and ESS per parameter
-(:mod:`invdiff.mcmc_diagnostics`) treat each walker as a chain (walkers are correlated, so read
-them as indicative).
+(:mod:`invdiff.evaluation.mcmc_diagnostics`) treat each walker as a chain (walkers are correlated,
+so read them as indicative).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import torch
 from tqdm.auto import tqdm
 
 from invdiff.errors import ConfigError
+from invdiff.evaluation.mcmc_diagnostics import effective_sample_size, split_rhat
 from invdiff.interfaces import ReferencePosterior, ReferenceResult
 from invdiff.io import cached_arrays
-from invdiff.mcmc_diagnostics import effective_sample_size, split_rhat
 from invdiff.runtime import torch_threads
 
 LogProb = Callable[[np.ndarray], np.ndarray]

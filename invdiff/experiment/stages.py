@@ -1,4 +1,4 @@
-"""The stages of an experiment, driven by an :class:`~invdiff.config.ExperimentConfig`.
+"""The stages of an experiment, driven by an :class:`~invdiff.experiment.config.ExperimentConfig`.
 
 ``run_simulate`` -> ``run_train`` -> ``run_sample`` (``run_run`` does all three). Each stage
 writes into ``output.dir`` and picks up what an earlier (or interrupted) run left there:
@@ -12,8 +12,8 @@ writes into ``output.dir`` and picks up what an earlier (or interrupted) run lef
 <out>/figures/*.png                     posterior panels, loss curve
 ```
 
-Under ``torchrun`` (:mod:`invdiff.distributed`) every rank runs the same stage: rank 0 alone
-simulates missing data (the others wait for its files) and writes every file; training is
+Under ``torchrun`` (:mod:`invdiff.training.distributed`) every rank runs the same stage: rank 0
+alone simulates missing data (the others wait for its files) and writes every file; training is
 data-parallel and sampling shares the held-out measurements out over the ranks.
 """
 
@@ -29,17 +29,17 @@ from typing import Any
 
 import torch
 
-from invdiff import distributed
 from invdiff.checks import check_training_pairs
-from invdiff.config import ExperimentConfig, parse_config, read_config_data
-
-# deep_update is re-exported here: scripts merge config tables with `pipeline.deep_update`
-from invdiff.config import deep_update as deep_update
 from invdiff.data import Dataset, load_dataset
 from invdiff.errors import CheckpointError, ConfigError, DataError
+from invdiff.experiment.config import ExperimentConfig, parse_config, read_config_data
+
+# deep_update is re-exported here: scripts merge config tables with `pipeline.deep_update`
+from invdiff.experiment.config import deep_update as deep_update
+from invdiff.experiment.lock import locked
 from invdiff.io import atomic_write_text
-from invdiff.lock import locked
 from invdiff.plugins import create
+from invdiff.training import distributed
 
 TEST_SEED_OFFSET = 104_729  # test pairs use another master seed than training pairs
 
@@ -72,7 +72,7 @@ def _simulation_settings(cfg: ExperimentConfig, which: str) -> dict[str, Any]:
 
 
 def _simulate(cfg: ExperimentConfig, which: str, progress: bool) -> Dataset:
-    from invdiff.simulation import simulate
+    from invdiff.data.simulation import simulate
 
     prior, fwd, noise = build_problem(cfg)
     return simulate(prior, fwd, noise, workers=cfg.data.workers,
@@ -99,7 +99,7 @@ def run_simulate(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]
 def make_ladder(cfg: ExperimentConfig, train: Dataset) -> tuple[torch.Tensor, list[str]]:
     """The noise ladder: config values where set, NCSNv2 heuristics for the rest (on x in
     the units the net trains in)."""
-    from invdiff.sigmas import geometric, suggest
+    from invdiff.sampling.sigmas import geometric, suggest
     from invdiff.training import training_normalization
 
     check_training_pairs(train.x, train.y, train.y_clean)  # before the ladder measures x
@@ -140,7 +140,7 @@ def _checked_dataset(cfg: ExperimentConfig, which: str) -> Dataset:
     """The ``which`` dataset of the output folder, refused unless its signature is the one
     this config's problem and data settings give (data of another prior, size or seed would
     otherwise be trained on or scored silently)."""
-    from invdiff.simulation import _signature
+    from invdiff.data.simulation import _signature
 
     path = output_paths(cfg)[which]
     ds = load_dataset(path)
@@ -201,7 +201,7 @@ def run_train(cfg: ExperimentConfig, progress: bool = True) -> dict[str, Any]:
         return {k: v for k, v in summary.items() if k != "history"}
     atomic_write_text(paths["history"], json.dumps(summary, indent=2))
     if cfg.output.figures and trainer.history:
-        from invdiff.figures import loss_figure
+        from invdiff.evaluation.figures import loss_figure
 
         loss_figure(paths["figures"] / "loss.png", trainer.history, title=cfg.name)
     return {k: v for k, v in summary.items() if k != "history"}
@@ -215,9 +215,9 @@ def run_sample(
     """Sample the posterior of each held-out measurement; write metrics and figures.
 
     ``source`` names the config in hints (the CLI passes the path the user typed)."""
-    from invdiff.checkpoint import load_model
-    from invdiff.metrics import sample_metrics
-    from invdiff.report import describe_metrics, field_labels
+    from invdiff.evaluation.metrics import sample_metrics
+    from invdiff.evaluation.verdicts import describe_metrics, field_labels
+    from invdiff.training.checkpoint import load_model
 
     paths = output_paths(cfg)
     ckpt = Path(checkpoint) if checkpoint else paths["final"]
@@ -256,7 +256,7 @@ def run_sample(
     metrics.update(describe_metrics(metrics, labels))
     atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2))
     if cfg.output.figures:
-        from invdiff.figures import posterior_figure
+        from invdiff.evaluation.figures import posterior_figure
 
         at = {m: k for k, m in enumerate(ref.index)} if ref is not None else {}
         for m in range(min(len(test), 4)):
@@ -294,10 +294,10 @@ def _reference(cfg: ExperimentConfig, problem: tuple[Any, Any, Any], test: Datas
 def _sample_shared_out(model: Any, y: torch.Tensor, s: Any, params: dict[str, Any],
                        ctx: distributed.DistContext) -> Any:
     """The posterior of every measurement in ``y (M, *y_shape)``, each rank sampling its
-    share (:func:`invdiff.distributed.shard`) with chains seeded by the measurement index;
+    share (:func:`invdiff.training.distributed.shard`) with chains seeded by the measurement index;
     gathered on rank 0 in measurement order (None on the other ranks). ``seconds`` is the
     slowest rank's total."""
-    from invdiff.posterior import Posterior, sample_measurements
+    from invdiff.sampling.posterior import Posterior, sample_measurements
 
     mine = list(distributed.shard(len(y), ctx))  # empty on rank r >= M
     post = sample_measurements(model, y[mine].to(model.sigmas.device), s.seed, mine,
@@ -338,7 +338,7 @@ def file_sha256(path: str | Path) -> str:
 def is_trained(cfg: ExperimentConfig) -> bool:
     """Whether ``final.pt`` finished this config's training (same experiment up to the
     output folder, name and sampling settings, all ``training.steps`` done)."""
-    from invdiff.checkpoint import load_checkpoint
+    from invdiff.training.checkpoint import load_checkpoint
 
     paths = output_paths(cfg)
     if not (paths["final"].is_file() and paths["history"].is_file()):

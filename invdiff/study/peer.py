@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from invdiff import pipeline
 from invdiff.data import load_dataset
+from invdiff.experiment import stages as pipeline
 
 from .preset import Preset
 from .runner import StudyResult, held_out_set, problem_reference, score_samples

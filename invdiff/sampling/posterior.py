@@ -1,6 +1,6 @@
 r"""Posterior sampling in one call: :func:`sample_posterior` and its result :class:`Posterior`.
 
-Given a score (a :class:`~invdiff.model.ScoreModel`, a ScoreNet or any score callable) and
+Given a score (a :class:`~invdiff.training.model.ScoreModel`, a ScoreNet or any score callable) and
 measurements ``y (M, *y_shape)`` in physical units:
 
 1. if the score carries ``.normalization`` (as a ScoreModel does), y is normalised with it, the
@@ -185,7 +185,7 @@ def sample_posterior(
         sigmas = getattr(score_or_model, "sigmas", None)
         if sigmas is None:
             raise ConfigError(
-                "no noise ladder: pass sigmas=... (e.g. invdiff.sigmas.geometric(sigma_1, "
+                "no noise ladder: pass sigmas=... (e.g. invdiff.sampling.sigmas.geometric(sigma_1, "
                 "sigma_L, L)) or use a score model that carries .sigmas"
             )
     y_shape = getattr(score_or_model, "y_shape", None)

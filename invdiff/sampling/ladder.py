@@ -45,7 +45,7 @@ from invdiff.checks import as_batch, check_finite, randn
 from invdiff.errors import ConfigError, DataError, SamplingError
 from invdiff.interfaces import Sampler, SampleResult, ScoreFn
 from invdiff.params import DEFAULT_CHUNK_SIZE
-from invdiff.sigmas import check_ladder
+from invdiff.sampling.sigmas import check_ladder
 
 __all__ = ["Chains", "LadderSampler", "snr_step_size"]
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from invdiff.errors import ConfigError, UnknownComponentError
-from invdiff.training import TrainingConfig  # the trainer's own model: one source of truth
+from invdiff.training.config import TrainingConfig  # the trainer's own model: one source of truth
 
 
 class Section(BaseModel):
@@ -86,7 +86,7 @@ class DataConfig(Section):
 
 class LadderConfig(Section):
     """The noise ladder. Unset ``sigma_1`` / ``n_levels`` follow the NCSNv2 heuristics
-    (:func:`invdiff.sigmas.suggest`) on the normalised training data."""
+    (:func:`invdiff.sampling.sigmas.suggest`) on the normalised training data."""
 
     sigma_1: float | None = Field(None, gt=0)
     sigma_L: float = Field(0.01, gt=0)

@@ -3,7 +3,7 @@
 The presets ``smoke``, ``cpu``, ``gpu`` and ``gpu-short`` ship inside the package
 (``invdiff/presets/``); any other TOML file of the same schema works too. A preset holds
 the matrix (problems x nets x samplers) and, per problem, the pieces of an
-:class:`~invdiff.config.ExperimentConfig`. The experiment of a cell is built by
+:class:`~invdiff.experiment.config.ExperimentConfig`. The experiment of a cell is built by
 deep-merging, in order: the preset's ``base`` section, the problem's ``experiment`` section,
 the net, and the training noise level (written into
 ``problem.noise_model.params[noise_param]``). Every preset goes through this same code; presets
@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from invdiff.config import (
+from invdiff.errors import ConfigError, UnknownComponentError
+from invdiff.experiment.config import (
     ComponentSpec,
     ExperimentConfig,
     Section,
@@ -30,8 +31,7 @@ from invdiff.config import (
     format_validation_error,
     parse_config,
 )
-from invdiff.errors import ConfigError, UnknownComponentError
-from invdiff.pipeline import build_problem, deep_update  # the pipeline's merge of tables
+from invdiff.experiment.stages import build_problem, deep_update  # the pipeline's merge of tables
 from invdiff.plugins import get_registry, validate_params
 
 CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

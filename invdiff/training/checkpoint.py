@@ -35,7 +35,7 @@ from invdiff.data import Normalization
 from invdiff.errors import CheckpointError, ConfigError
 from invdiff.integrity import content_digest
 from invdiff.io import atomic_write
-from invdiff.model import ScoreModel
+from invdiff.training.model import ScoreModel
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "ema", "optimizer", "step", "normalization",
@@ -115,7 +115,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         except (TypeError, ValueError):
             raise CheckpointError(
                 f"{path}: field {key!r} is not valid JSON; the file was not written by "
-                f"invdiff.checkpoint.save_checkpoint"
+                f"invdiff.training.checkpoint.save_checkpoint"
             ) from None
     return ckpt
 
@@ -164,7 +164,8 @@ def _validate(ckpt: Any, path: Path) -> None:
     if missing:
         raise CheckpointError(
             f"{path} lacks checkpoint fields {missing}; the file is incomplete or was not "
-            f"written by invdiff.checkpoint.save_checkpoint: retrain or use another checkpoint"
+            f"written by invdiff.training.checkpoint.save_checkpoint: retrain or use "
+            f"another checkpoint"
         )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from invdiff.errors import DataError
-from invdiff.posterior import quantile
+from invdiff.sampling.posterior import quantile
 
 
 def rms(t: torch.Tensor) -> float:

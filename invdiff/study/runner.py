@@ -24,15 +24,15 @@ from typing import Any
 
 import torch
 
-from invdiff import pipeline
-from invdiff.checkpoint import load_model
+from invdiff.evaluation.calibration import calibration_summary
+from invdiff.evaluation.metrics import sample_metrics
+from invdiff.evaluation.references import HeldOut, Reference, held_out, reference_on
+from invdiff.experiment import stages as pipeline
 from invdiff.io import atomic_write_text
-from invdiff.metrics import sample_metrics
-from invdiff.posterior import sample_posterior
+from invdiff.sampling.posterior import sample_posterior
+from invdiff.training.checkpoint import load_model
 
-from .calibration import calibration_summary
 from .preset import Preset
-from .references import HeldOut, Reference, held_out, reference_on
 
 
 @dataclass

@@ -1,0 +1,58 @@
+"""What a training run is set up from: the normalisation, the device, the optimiser, checked
+data."""
+
+from __future__ import annotations
+
+import torch
+
+from invdiff.checks import check_finite, check_training_pairs
+from invdiff.data import Dataset, Normalization
+from invdiff.errors import ConfigError, DataError
+from invdiff.training.config import TrainingConfig
+
+__all__ = ["training_normalization", "resolve_device", "make_optimizer", "check_data"]
+
+
+def training_normalization(train: Dataset, cfg: TrainingConfig) -> Normalization:
+    """The normalisation the net trains in: the dataset's per-channel one, with y refitted
+    per pixel under ``y_normalization = "pixel"`` and x's statistics refitted on ``log x``
+    under ``x_transform = "log"``."""
+    norm = train.normalization
+    if cfg.y_normalization == "pixel":
+        norm = norm.with_y_per_pixel(train.y)
+    if cfg.x_transform == "log":
+        norm = norm.with_x_log(train.x)
+    return norm
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"training.device {name!r} is not a device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"training.device is {name!r} but CUDA is not available here; set "
+            f"training.device = 'cpu' or run on a GPU machine"
+        )
+    return device
+
+
+def make_optimizer(net: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def check_data(net: torch.nn.Module, data: Dataset, name: str) -> None:
+    if len(data) == 0:
+        raise DataError(f"the {name} dataset is empty; simulate some pairs first")
+    for which in ("x", "y"):
+        want = getattr(net, f"{which}_shape", None)
+        have = getattr(data, f"{which}_shape")
+        if want is not None and tuple(want) != tuple(have):
+            raise DataError(
+                f"the network expects {which} of shape {tuple(want)} but the {name} dataset "
+                f"has {which} of shape {have}; build the net with {which}_shape={have}"
+            )
+        check_finite(getattr(data, which), f"{name} dataset {which}")
+    check_training_pairs(data.x, data.y, data.y_clean, f"{name} dataset")
