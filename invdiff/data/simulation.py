@@ -12,7 +12,6 @@ never kept silently.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -29,13 +28,14 @@ from tqdm.auto import tqdm
 from invdiff.data import Dataset, Normalization, load_arrays, load_dataset, save_arrays
 from invdiff.data.chunks import chunk_seed, run_chunk, worker_init
 from invdiff.errors import ConfigError, DataError
+from invdiff.integrity import fingerprint
 from invdiff.io import atomic_write_text
 
 
-def _signature(n: int, chunk_size: int, seed: int, spec: Any) -> str:
-    blob = json.dumps({"n": n, "chunk_size": chunk_size, "seed": seed, "spec": spec},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def simulation_signature(n: int, chunk_size: int, seed: int, spec: Any) -> str:
+    """The fingerprint of a simulation's settings (``meta["signature"]`` of its dataset):
+    what stages compare to decide whether data on disk are this config's."""
+    return fingerprint({"n": n, "chunk_size": chunk_size, "seed": seed, "spec": spec})
 
 
 def _default_spec(prior: Any, forward_model: Any, noise_model: Any) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def simulate(
     if n < 1 or chunk_size < 1 or workers < 1:
         raise ConfigError(f"need n, chunk_size, workers >= 1; got {n}, {chunk_size}, {workers}")
     spec = spec if spec is not None else _default_spec(prior, forward_model, noise_model)
-    signature = _signature(n, chunk_size, seed, spec)
+    signature = simulation_signature(n, chunk_size, seed, spec)
     meta = {"n_requested": n, "chunk_size": chunk_size, "seed": seed, "spec": spec,
             "signature": signature}
     sizes = [min(chunk_size, n - start) for start in range(0, n, chunk_size)]

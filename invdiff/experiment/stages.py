@@ -140,7 +140,7 @@ def _checked_dataset(cfg: ExperimentConfig, which: str) -> Dataset:
     """The ``which`` dataset of the output folder, refused unless its signature is the one
     this config's problem and data settings give (data of another prior, size or seed would
     otherwise be trained on or scored silently)."""
-    from invdiff.data.simulation import _signature
+    from invdiff.data.simulation import simulation_signature
 
     path = output_paths(cfg)[which]
     ds = load_dataset(path)
@@ -150,7 +150,7 @@ def _checked_dataset(cfg: ExperimentConfig, which: str) -> Dataset:
         warnings.warn(f"{path} records no simulation signature (not written by invdiff "
                       f"simulate); its settings cannot be checked against the config",
                       stacklevel=3)
-    elif have != _signature(**want):
+    elif have != simulation_signature(**want):
         differ = _differences(want, {k: ds.meta.get("n_requested" if k == "n" else k)
                                      for k in want})
         raise DataError(
