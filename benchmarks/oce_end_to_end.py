@@ -6,10 +6,10 @@ posteriors, and compare the cSDM posterior mean with the truth and with the alge
     nice .venv/bin/python benchmarks/oce_end_to_end.py --figures docs/results/oce
 
 Stages 1-2 are the core pipeline (``invdiff.experiment.stages.run_simulate`` / ``run_train``,
-resumable:
-rerunning continues an interrupted run). Stage 3 draws its own held-out cases with their prior
-parameters (the spheroid's true outline is needed for the geometry metrics): half of them with a
-wrapped phase, half without. Metrics, over the sample body below the compliant layer:
+resumable: rerunning continues an interrupted run). Stage 3 draws its own held-out cases with
+their prior parameters (the spheroid's true outline is needed for the geometry metrics): half of
+them with a wrapped phase, half without. Metrics, over the sample body below the compliant
+layer:
 
 * RMSE (kPa) and relative RMSE of the estimate;
 * spheroid modulus: relative error of the mean modulus over the true spheroid (area >= 1/2);
@@ -23,12 +23,11 @@ training x (what an estimate that ignores y achieves).
 Reference posterior (``--reference K``, needs the noise model's ``speckle_smoothing = 0``, e.g.
 configs/oce-spheroid-iid.toml): the registered reference ``spheroid-mcmc``, ensemble MCMC over
 the 9 spheroid parameters with the exact likelihood, on K held-out cases, alternately wrapped
-and not; the cSDM posterior is compared with it over the
-body
-(``invdiff.evaluation.metrics.posterior_metrics``: RMSE between the means, std ratio, correlation of the
-std fields). Chains are cached in ``runs/oce-references/`` (``--reference-cache``), keyed by
-the measurement and the chain settings, so runs that differ only in training share them.
-"""
+and not; the cSDM posterior is compared with it over the body
+(``invdiff.evaluation.metrics.posterior_metrics``: RMSE between the means, std ratio,
+correlation of the std fields). Chains are cached in ``runs/oce-references/``
+(``--reference-cache``), keyed by the measurement and the chain settings, so runs that differ
+only in training share them."""
 
 from __future__ import annotations
 
