@@ -25,17 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from invdiff.data import load_dataset
 from invdiff.evaluation.figures import posterior_figure
 from invdiff.evaluation.metrics import posterior_metrics, rms
 from invdiff.evaluation.references import reference_on
-from invdiff.experiment import stages as pipeline
+from invdiff.evaluation.score import sample_and_score
 from invdiff.experiment.config import ComponentSpec, load_config
+from invdiff.experiment.run import Experiment
 from invdiff.runtime import torch_threads
-from invdiff.sampling.posterior import sample_posterior
-from invdiff.training.checkpoint import load_model
 
 SAMPLERS = ("annealed-langevin", "predictor-corrector")
 
@@ -45,23 +41,22 @@ def run(config: str, n_ref: int, n_samples: int, mcmc_steps: int, walkers: int,
     cfg = load_config(config)
     if steps is not None:  # training resumes from the config's run (bit-identical), so a
         cfg.training.steps = steps  # longer budget continues the shorter one
+    exp = Experiment(cfg, progress=False)
     with torch_threads(threads):
-        pipeline.run_simulate(cfg, progress=False)
-        summary = pipeline.run_train(cfg, progress=False)
-        paths = pipeline.output_paths(cfg)
-        model = load_model(paths["final"])
-        test = load_dataset(paths["test"])
+        exp.simulate()
+        summary = exp.train()
+        model = exp.model()
+        test = exp.dataset("test")
         y = test.y[:n_ref]
-        posts = {}
-        for name in SAMPLERS:
-            gen = torch.Generator().manual_seed(cfg.sampling.seed)
-            posts[name] = sample_posterior(model, y, sampler=name, n=n_samples, generator=gen,
-                                           progress=False)
+        # the same sampling as `invdiff sample` (chains of measurement m seeded by (seed, m))
+        posts = {name: sample_and_score(model, y, seed=cfg.sampling.seed, sampler=name,
+                                        n=n_samples, progress=False).posterior
+                 for name in SAMPLERS}
         # the registered reference (cached chains in <output.dir>/references), seed m for pair m
         spec = ComponentSpec(name="inclusion-mcmc", params={
             "n_ref": n_ref, "n_steps": mcmc_steps, "n_walkers": walkers})
-        ref = reference_on(spec, pipeline.build_problem(cfg), test.y, test.y_clean,
-                           cache=cfg.out_dir / "references")
+        ref = reference_on(spec, exp.components, test.y, test.y_clean,
+                           cache=exp.paths.references)
         rows = []
         for m in range(n_ref):
             truth, ref_mean, ref_std = test.x[m], ref.mean[m], ref.std[m]

@@ -47,15 +47,17 @@ import torch
 
 from invdiff.errors import ConfigError
 from invdiff.evaluation.metrics import exact_sampler_scores, rms
-from invdiff.evaluation.references import HeldOut
-from invdiff.experiment import stages as pipeline
 from invdiff.experiment.config import apply_overrides, parse_config
+from invdiff.experiment.run import Experiment
 from invdiff.io import atomic_open, atomic_write_text
 from invdiff.runtime import torch_threads
 from invdiff.study.preset import Preset, check_fits, load_preset
 from invdiff.study.report import fmt, md_table
 from invdiff.study.runner import (
+    HeldOut,
+    StudyRuns,
     cell_key,
+    cell_metrics,
     held_out_set,
     link_data,
     problem_reference,
@@ -126,12 +128,12 @@ def subset(h: HeldOut, n: int | None) -> HeldOut:
     return HeldOut(h.problem, h.level, h.x[:n], h.y[:n], h.y_clean[:n], h.components)
 
 
-def history_row(cfg: Any, step: int) -> dict[str, Any]:
-    rows = json.loads(pipeline.output_paths(cfg)["history"].read_text())["history"]
+def history_row(exp: Experiment, step: int) -> dict[str, Any]:
+    rows = json.loads(exp.paths.history.read_text())["history"]
     for row in rows:
         if row["step"] == step:
             return row
-    raise ConfigError(f"{cfg.out_dir}: no history row at step {step}")
+    raise ConfigError(f"{exp.cfg.out_dir}: no history row at step {step}")
 
 
 def pick_ema(choice: str, row: dict[str, Any]) -> bool:
@@ -142,22 +144,23 @@ def pick_ema(choice: str, row: dict[str, Any]) -> bool:
     return raw is None or ema is None or ema <= raw
 
 
-def score_run(preset: Preset, cfg: Any, sampler: str, h: HeldOut, ref: Any,
+def score_run(preset: Preset, exp: Experiment, sampler: str, h: HeldOut, ref: Any,
               weights: str, log: Any) -> list[dict[str, Any]]:
-    """Metrics of every snapshot of one training (cached beside its checkpoints)."""
+    """Metrics of every snapshot of one training (cached beside its checkpoints), each scored
+    as a study cell is (:func:`invdiff.study.runner.run_cell`)."""
     rows = []
-    steps = cfg.training.steps
-    for step in cfg.training.snapshot_steps:
-        hist = history_row(cfg, step)
+    steps = exp.cfg.training.steps
+    for step in exp.cfg.training.snapshot_steps:
+        hist = history_row(exp, step)
         ema = pick_ema(weights, hist)
-        key = cell_key(preset, sampler, h, cfg, ema)
-        cache = cfg.out_dir / "curves" / f"step{step}-{sampler}-n{len(h.x)}-{key}.json"
+        key = cell_key(preset, sampler, h, exp, ema)
+        cache = exp.paths.out / "curves" / f"step{step}-{sampler}-n{len(h.x)}-{key}.json"
         if cache.exists():
             metrics = json.loads(cache.read_text())
         else:
-            path = pipeline.output_paths(cfg)["ckpt_dir"] / f"step-{step}.pt"
+            path = exp.paths.checkpoints / f"step-{step}.pt"
             model = load_model(path, device=preset.device, ema=ema)
-            metrics, _ = run_cell(preset, model, sampler, h, ref)
+            metrics, _ = cell_metrics(run_cell(preset, model, sampler, h, ref))
             atomic_write_text(cache, json.dumps(metrics))
         row = {"step": step, "fraction": step / steps, "train_seconds": hist["seconds"],
                "weights": "ema" if ema else "raw", "sampler": sampler, **metrics,
@@ -323,25 +326,26 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with torch_threads(preset.threads):
         check_fits(preset, args.problem)
-        data_cfg = preset.experiment(args.problem, level)
-        pipeline.run_simulate(data_cfg, progress=not args.quiet)
-        first = preset.experiment(args.problem, spec.noise_levels[0])
-        if first.out_dir != data_cfg.out_dir:  # the held-out pairs come from the first level
-            pipeline.run_simulate(first, progress=not args.quiet)
-        h = subset(held_out_set(preset, args.problem, level), args.n_test)
-        ref = problem_reference(preset, h)
+        runs = StudyRuns(preset, progress=not args.quiet)
+        data = runs.get(args.problem, level)
+        data.simulate()
+        first = runs.get(args.problem, spec.noise_levels[0])
+        if first.paths.out != data.paths.out:  # the held-out pairs come from the first level
+            first.simulate()
+        h = subset(held_out_set(runs, args.problem, level), args.n_test)
+        ref = problem_reference(runs, h)
         if ref is None or ref.std is None:
             raise ConfigError(f"problem {args.problem} has no reference posterior with a std: "
                               f"learning curves measure against one")
-        steps = args.steps or data_cfg.training.steps
+        steps = args.steps or data.cfg.training.steps
         for recipe, overrides in recipes:
             for seed in args.seeds:
-                cfg = run_config(preset, args.problem, level, net, recipe, overrides, seed,
-                                 steps)
-                link_data(data_cfg.out_dir / "data", cfg.out_dir / "data")
-                log(f"{recipe} seed {seed}: training {steps} steps in {cfg.out_dir}")
-                train_net(cfg, progress=not args.quiet)
-                for row in score_run(preset, cfg, sampler, h, ref, weights, log):
+                exp = Experiment(run_config(preset, args.problem, level, net, recipe,
+                                            overrides, seed, steps), progress=not args.quiet)
+                link_data(data.paths.data, exp.paths.data)
+                log(f"{recipe} seed {seed}: training {steps} steps in {exp.paths.out}")
+                train_net(exp)
+                for row in score_run(preset, exp, sampler, h, ref, weights, log):
                     rows.append({"problem": args.problem, "net": net, "recipe": recipe,
                                  "seed": seed, **row})
     minutes = (time.perf_counter() - start) / 60

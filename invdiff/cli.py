@@ -68,8 +68,8 @@ def _torchrun(nproc: int, argv: Sequence[str]) -> int:
 
 def _stage(name: str):
     def run(args: argparse.Namespace) -> int:
-        from invdiff.experiment import stages as pipeline
         from invdiff.experiment.config import load_config
+        from invdiff.experiment.run import Experiment
 
         if getattr(args, "nproc", None) is not None and _rank()[1] == 1:
             return _torchrun(args.nproc, args.argv)
@@ -77,15 +77,11 @@ def _stage(name: str):
         cfg = load_config(args.config, overrides=args.set)
         if getattr(args, "out", None):
             cfg.output.dir = args.out
-        fn = getattr(pipeline, f"run_{name}")
-        kwargs = {"progress": not args.quiet}
-        if name == "sample":
-            kwargs["source"] = args.config  # hints repeat the user's own paths
-            if args.checkpoint:
-                kwargs["checkpoint"] = args.checkpoint
-        if name == "run":
-            kwargs["say"] = _say
-        result = fn(cfg, **kwargs)
+        exp = Experiment(cfg, progress=not args.quiet, say=_say)
+        if name == "sample":  # hints repeat the user's own paths
+            result = exp.sample(args.checkpoint or None, source=args.config)
+        else:
+            result = getattr(exp, name)()
         if isinstance(result, dict) and _rank()[0] == 0:  # one report, not one per rank
             print(json.dumps(result, indent=2, default=str))
         return 0
@@ -105,18 +101,19 @@ SMOKE_NOTE = ("--quick is a smoke test: it checks that every stage runs on this 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from invdiff.evaluation.verdicts import calibration_verdict
-    from invdiff.experiment import stages as pipeline
+    from invdiff.experiment.demo import demo_config
+    from invdiff.experiment.run import Experiment
 
-    cfg = pipeline.demo_config(args.problem, args.quick, args.out)
-    metrics = pipeline.run_run(cfg, progress=not args.quiet, say=_say)
+    exp = Experiment(demo_config(args.problem, args.quick, args.out), not args.quiet, _say)
+    cfg, paths = exp.cfg, exp.paths
+    metrics = exp.run()
     shown = {k: v for k, v in metrics.items()
              if k not in ("descriptions", "units", "fields", "sampling_config")}
     print(json.dumps(shown, indent=2, default=str))
-    paths = pipeline.output_paths(cfg)
-    _say(f"metrics (with units and a description of each): {paths['metrics']}")
+    _say(f"metrics (with units and a description of each): {paths.metrics}")
     if cfg.output.figures:
         _say(f"figures (posterior_*.png per held-out measurement, loss.png): "
-             f"{paths['figures']}/")
+             f"{paths.figures}/")
     if args.quick:
         _say(SMOKE_NOTE)
     else:

@@ -9,7 +9,7 @@ import pytest
 
 from invdiff.errors import ConfigError
 from invdiff.experiment.config import check_components, load_config, parse_config
-from invdiff.experiment.stages import embedded_config, embedded_config_path
+from invdiff.experiment.demo import embedded_config, embedded_config_path
 
 GOOD = """
 name = "t"
@@ -40,7 +40,7 @@ def test_good_config_loads_with_defaults(tmp_path, fresh_registry):
     cfg = load_config(write(tmp_path, GOOD))
     assert cfg.problem.prior.params == {"n": 8}
     assert cfg.data.n_train == 2000 and cfg.sampling.sampler.name == "annealed-langevin"
-    assert cfg.training_config().steps == 10
+    assert cfg.training.steps == 10
 
 
 @pytest.mark.parametrize(

@@ -53,14 +53,15 @@ def test_trainer_names_the_bad_data(case):
 @pytest.mark.parametrize("case", ["nan x", "integer x", "constant x"])
 def test_pipeline_ladder_names_the_bad_data(case, monkeypatch):
     """The ladder is measured on x before the trainer sees it: it must not hide the cause."""
-    from invdiff.experiment import stages as pipeline
+    from invdiff.experiment.config import parse_config
+    from invdiff.experiment.run import make_ladder
     from tests.test_pipeline import TINY
 
     xx, yy, _, match = CASES[case]
     ds = Dataset(xx, yy, Normalization.identity(1, 1), {})
-    cfg = pipeline.parse_config(__import__("tomllib").loads(TINY.format(out="unused")))
+    cfg = parse_config(__import__("tomllib").loads(TINY.format(out="unused")))
     with pytest.raises(DataError, match=match):
-        pipeline.make_ladder(cfg, ds)
+        make_ladder(cfg, ds)
 
 
 def test_suggest_refuses_non_finite_x():

@@ -263,9 +263,8 @@ def test_rank_zero_gathers_the_shares_in_measurement_order(monkeypatch):
     """Rank 0 of 4 with 5 measurements samples {0, 4}, the others {1}, {2}, {3}: the gathered
     posterior (put back in measurement order) equals sampling all five in one process. With
     2 measurements, ranks 2 and 3 sample nothing and only rank 0 returns a posterior."""
-    from types import SimpleNamespace
 
-    from invdiff.experiment import stages as pipeline
+    from invdiff.evaluation.score import sample_shared_out
     from invdiff.reference import make_problem
     from invdiff.sampling.posterior import sample_measurements
     from invdiff.sampling.sigmas import geometric
@@ -274,10 +273,13 @@ def test_rank_zero_gathers_the_shares_in_measurement_order(monkeypatch):
     y = prob.forward_model(prob.prior.sample(5, generator=torch.Generator().manual_seed(0)))
     score = prob.posterior.score_fn()
     score.sigmas = geometric(5.0, 0.05, 8)  # as a ScoreModel carries its ladder
-    s = SimpleNamespace(seed=5, n_samples=6, threads=1,
-                        sampler=SimpleNamespace(name="annealed-langevin"))
     params = dict(x_shape=prob.posterior.x_shape, progress=False)
-    one = pipeline._sample_shared_out(score, y, s, params, distributed.DistContext())
+
+    def shared_out(y, ctx):
+        monkeypatch.setattr(distributed, "context", lambda: ctx)
+        return sample_shared_out(score, y, 5, "annealed-langevin", 6, **params)
+
+    one = shared_out(y, distributed.DistContext())
 
     def share(idx, seconds):
         if not idx:
@@ -288,10 +290,9 @@ def test_rank_zero_gathers_the_shares_in_measurement_order(monkeypatch):
 
     monkeypatch.setattr(distributed, "all_gather", lambda obj: [
         obj, share([1], 9.0), share([2], 1.0), share([3], 2.0)])
-    four = pipeline._sample_shared_out(score, y, s, params, distributed.DistContext(0, 4, 0))
+    four = shared_out(y, distributed.DistContext(0, 4, 0))
     assert torch.equal(four.samples, one.samples) and four.nfe == one.nfe
     assert four.seconds == 9.0  # the slowest rank's
     monkeypatch.setattr(distributed, "all_gather", lambda obj: [
         share([0], 1.0), share([1], 1.0), share([], 0), obj])
-    assert pipeline._sample_shared_out(score, y[:2], s, params,
-                                       distributed.DistContext(3, 4, 0)) is None
+    assert shared_out(y[:2], distributed.DistContext(3, 4, 0)) is None

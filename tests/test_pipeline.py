@@ -10,8 +10,11 @@ import torch
 
 from invdiff.cli import main
 from invdiff.errors import CheckpointError, ConfigError
+from invdiff.experiment import demo
 from invdiff.experiment import stages as pipeline
 from invdiff.experiment.config import load_config
+from invdiff.experiment.run import Experiment, build_net, make_ladder
+from invdiff.integrity import file_sha256
 
 TINY = """
 name = "tiny"
@@ -81,7 +84,7 @@ def test_stages_write_their_files_and_resume(cfg_path, tmp_path, fresh_registry)
     from invdiff.reference import exact_posterior
 
     test = load_dataset(out / "data" / "test.npz")
-    exact = exact_posterior(*pipeline.build_problem(cfg)).mean(test.y.double())
+    exact = exact_posterior(*Experiment(cfg).components).mean(test.y.double())
     err = float((exact.float().double() - test.x.double()).square().mean().sqrt())
     assert metrics["ref_rmse_truth"] == pytest.approx(err, rel=1e-6)
     assert metrics["ref_measurements"] == [0, 1]
@@ -116,7 +119,7 @@ figures = false""")
     from invdiff.data import load_dataset
 
     test = load_dataset(tmp_path / "el" / "data" / "test.npz")
-    prior, fem, _ = pipeline.build_problem(cfg)
+    prior, fem, _ = Experiment(cfg).components
     direct = reference_posterior(test.y[0], relative_noise_std(test.y_clean[0], 0.05), prior,
                                  fem, n_steps=8, n_walkers=10, seed=0)
     err = float((direct.mean_field.float().double() - test.x[0, 0].double()).square().mean()
@@ -156,12 +159,12 @@ def test_cli_run(cfg_path, tmp_path, capsys, fresh_registry, torch_device):
 
 def test_fresh_nets_are_seeded_from_the_config(cfg_path, fresh_registry):
     cfg = load_config(cfg_path)
-    a, _ = pipeline.build_net(cfg, (1, 8, 8), (1, 8, 8))
+    a, _ = build_net(cfg, (1, 8, 8), (1, 8, 8))
     torch.manual_seed(12345)  # the caller's global stream does not matter...
-    b, _ = pipeline.build_net(cfg, (1, 8, 8), (1, 8, 8))
+    b, _ = build_net(cfg, (1, 8, 8), (1, 8, 8))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     cfg.training.seed += 1  # ...the config's seed does
-    c, _ = pipeline.build_net(cfg, (1, 8, 8), (1, 8, 8))
+    c, _ = build_net(cfg, (1, 8, 8), (1, 8, 8))
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(),
                                                       strict=True))
 
@@ -179,8 +182,8 @@ def test_ladder_is_suggested_in_the_units_the_net_trains_in(cfg_path):
     cfg = load_config(cfg_path)
     cfg_log = load_config(cfg_path, overrides=["training.x_transform=log"])
     cfg.ladder.sigma_1 = cfg_log.ladder.sigma_1 = None  # let the heuristic choose
-    lin, _ = pipeline.make_ladder(cfg, train)
-    log, _ = pipeline.make_ladder(cfg_log, train)
+    lin, _ = make_ladder(cfg, train)
+    log, _ = make_ladder(cfg_log, train)
     std_log = (x.log() - x.log().mean()) / x.log().std()
     assert float(lin[0]) == pytest.approx(max_pairwise_distance(train.normalization
                                                                 .normalize_x(x)))
@@ -228,7 +231,7 @@ def test_a_second_run_reuses_every_finished_stage(cfg_path, tmp_path, fresh_regi
     more = pipeline.run_run(cfg, progress=False, say=said.append)
     assert [m.split()[2] for m in said] == ["simulated"]
     assert more["checkpoint_sha256"] != resampled["checkpoint_sha256"]
-    assert more["checkpoint_sha256"] == pipeline.file_sha256(out / "checkpoints/final.pt")
+    assert more["checkpoint_sha256"] == file_sha256(out / "checkpoints/final.pt")
 
 
 def test_sample_hint_repeats_the_users_paths(cfg_path, tmp_path, capsys, fresh_registry):
@@ -239,14 +242,14 @@ def test_sample_hint_repeats_the_users_paths(cfg_path, tmp_path, capsys, fresh_r
 
 
 def test_demos_have_folders_of_their_own(fresh_registry):
-    dirs = {(p, q): pipeline.demo_config(p, q).out_dir
-            for p in pipeline.DEMOS for q in (False, True)}
+    dirs = {(p, q): demo.demo_config(p, q).out_dir
+            for p in demo.DEMOS for q in (False, True)}
     assert dirs[("elasticity", False)] == Path("runs/demo")  # what `make demo` writes
     assert len(set(dirs.values())) == len(dirs)  # no two clash
     assert dirs[("reference", True)] == Path("runs/demo-reference-quick")
-    assert pipeline.demo_config("reference", True, "x/y").out_dir == Path("x/y")
+    assert demo.demo_config("reference", True, "x/y").out_dir == Path("x/y")
     with pytest.raises(ConfigError, match="unknown demo 'oce'; choose one of elasticity"):
-        pipeline.demo_config("oce")
+        demo.demo_config("oce")
 @pytest.mark.parametrize("sampler, params, steps", [
     ("annealed-langevin", "{ steps_per_level = 2 }", 2),  # the sampler declares T
     ("predictor-corrector", "{}", 5),  # no Langevin steps per level: the rule's default
@@ -264,9 +267,11 @@ def test_ladder_heuristic_sizes_the_ladder_for_the_sampler(tmp_path, fresh_regis
     path.write_text(text)
     cfg = load_config(path)
     pipeline.run_simulate(cfg, progress=False)
-    train = load_dataset(tmp_path / "run" / "data" / "train.npz")
-    sigmas, reasoning = pipeline.make_ladder(cfg, train)
-    x_n = training_normalization(train, cfg.training_config()).normalize_x(train.x)
+    exp = Experiment(cfg)
+    sigmas, reasoning = exp.ladder
+    train = exp.training_data[0]  # the ladder is measured on the training split
+    assert len(train) == len(load_dataset(tmp_path / "run" / "data" / "train.npz")) - 32
+    x_n = training_normalization(train, cfg.training).normalize_x(train.x)
     sug = suggest(x_n, sigma_L=0.05, steps_per_level=steps)
     assert len(sigmas) == sug.n_levels and reasoning == sug.reasoning
     assert f"with T = {steps} steps per level" in reasoning[-1]  # the Langevin step rule

@@ -107,10 +107,12 @@ def test_out_under_a_file_is_a_one_line_error(cfg_path, tmp_path, capsys):
 @pytest.mark.parametrize("code, fix", [(28, "free disk space"), (30, "you can write to"),
                                        (13, "you can write to")])
 def test_disk_full_and_read_only_are_one_line_errors(cfg_path, capsys, monkeypatch, code, fix):
-    def failing(cfg, progress=True):
-        raise OSError(code, os.strerror(code), str(cfg.out_dir / "data" / "train.npz"))
+    from invdiff.experiment.run import Experiment
 
-    monkeypatch.setattr(pipeline, "run_train", failing)
+    def failing(exp):
+        raise OSError(code, os.strerror(code), str(exp.paths.train))
+
+    monkeypatch.setattr(Experiment, "train", failing)
     assert main(["train", str(cfg_path), "-q"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("invdiff train: error: ") and "train.npz" in err and fix in err

@@ -18,6 +18,7 @@ import pytest
 
 from invdiff.data import load_dataset
 from invdiff.evaluation.metrics import rms
+from invdiff.experiment import demo
 from invdiff.experiment import stages as pipeline
 from invdiff.runtime import torch_threads
 
@@ -25,7 +26,7 @@ from invdiff.runtime import torch_threads
 @pytest.mark.slow
 def test_demo_recovers_the_inclusion(tmp_path):
     out = tmp_path / "demo"
-    cfg = pipeline.demo_config("elasticity", out=out)
+    cfg = demo.demo_config("elasticity", out=out)
     # CI has both cores to itself: train and sample on both (the demo's default is one thread)
     cfg.training.threads = cfg.sampling.threads = 2
     with torch_threads(2):  # simulation and the MCMC reference
@@ -50,7 +51,7 @@ def test_quick_demo_runs_and_a_second_run_reuses_it(tmp_path, capsys, monkeypatc
     monkeypatch.chdir(tmp_path)
     argv = ["demo", "--quick", "-q", "--problem", problem]
     assert main(argv) == 0
-    out = tmp_path / pipeline.demo_out_dir(problem, quick=True)
+    out = tmp_path / demo.demo_out_dir(problem, quick=True)
     first = capsys.readouterr()
     assert json.loads(first.out)["n_measurements"] == 2
     assert "smoke test" in first.err and f"{out.relative_to(tmp_path)}/figures" in first.err

@@ -348,15 +348,17 @@ def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
 
 
 def test_a_problem_takes_the_reference_its_prior_names_unless_the_preset_says(tmp_path):
-    from invdiff.reference import GaussianFieldPrior
+    from invdiff.experiment.run import Experiment
 
-    prior = GaussianFieldPrior(n=4)
+    def spec(preset):  # the run layer's choice for the problem's experiment
+        return Experiment(preset.experiment("reference", 0.0234)).reference_spec
+
     line = 'reference = { name = "linear-gaussian" }\n'
     unset = load_preset(_write_preset(tmp_path, line, ""))  # the prior's own
-    assert unset.reference_spec("reference", prior) == ComponentSpec(name="linear-gaussian")
+    assert spec(unset) == ComponentSpec(name="linear-gaussian")
     off = load_preset("smoke", ['problems.reference.reference="none"'])
-    assert off.reference_spec("reference", prior) is None
+    assert spec(off) is None
     picked = load_preset("smoke", ['problems.reference.reference={ name = "oce-algebraic" }'])
-    assert picked.reference_spec("reference", prior).name == "oce-algebraic"
+    assert spec(picked).name == "oce-algebraic"
     with pytest.raises(ConfigError, match="problems.reference.reference: .*does not fit"):
         study(picked, runs=tmp_path / "runs", only=["reference"], quiet=True)

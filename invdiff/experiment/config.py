@@ -130,9 +130,6 @@ class ExperimentConfig(Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
-    def training_config(self) -> TrainingConfig:
-        return self.training
-
     @property
     def out_dir(self) -> Path:
         return Path(self.output.dir) if self.output.dir else Path("runs") / self.name

@@ -24,6 +24,7 @@ import torch
 
 from invdiff.checks import check_finite
 from invdiff.errors import ConfigError
+from invdiff.params import DEFAULT_STEPS_PER_LEVEL
 
 
 def geometric(sigma_1: float, sigma_L: float, n_levels: int) -> torch.Tensor:
@@ -140,7 +141,7 @@ class LadderSuggestion:
 def suggest(
     data: torch.Tensor | object,
     sigma_L: float = 0.01,
-    steps_per_level: int = 5,
+    steps_per_level: int = DEFAULT_STEPS_PER_LEVEL,
     max_levels: int = 2000,
 ) -> LadderSuggestion:
     """Suggest a ladder for training data ``x (N, *x_shape)`` (or a Dataset, whose x is

@@ -16,11 +16,10 @@ from typing import Any
 
 import torch
 
-from invdiff.data import load_dataset
-from invdiff.experiment import stages as pipeline
+from invdiff.evaluation.score import score
 
 from .preset import Preset
-from .runner import StudyResult, held_out_set, problem_reference, score_samples
+from .runner import StudyResult, StudyRuns, held_out_set, problem_reference
 
 
 class _NoTracker:
@@ -56,10 +55,10 @@ def run_peer(preset: Preset, result: StudyResult, log: Callable[[str], None]) ->
 
     spec = preset.peer
     level = preset.problems[spec.problem].noise_levels[0]
-    cfg = preset.experiment(spec.problem, level)
-    train = load_dataset(pipeline.output_paths(cfg)["train"])
-    h = held_out_set(preset, spec.problem, level)
-    ref = problem_reference(preset, h)
+    runs = StudyRuns(preset, progress=False)
+    train = runs.get(spec.problem, level).dataset("train")
+    h = held_out_set(runs, spec.problem, level)
+    ref = problem_reference(runs, h)
     torch.manual_seed(preset.seed)
     t0 = time.perf_counter()
     inf = NPSE(prior=None, sde_type="ve", device=preset.device, show_progress_bars=False,
@@ -76,8 +75,11 @@ def run_peer(preset: Preset, result: StudyResult, log: Callable[[str], None]) ->
         post.sample((n,), x=y.flatten().float().to(preset.device),
                     steps=spec.steps, show_progress_bars=False, reject_outside_prior=False)
         for y in h.y]).cpu().reshape(len(h.y), n, *h.x.shape[1:])
-    metrics, calib = score_samples(preset, samples, h, ref, spec.steps,
-                                   time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    metrics, calib = score(samples, h.x, ref, h.components, preset.calibration_levels,
+                           preset.rank_bins)
+    metrics.update(nfe=spec.steps, seconds=seconds / len(h.x),
+                   n_test=metrics.pop("n_measurements"))
     cell = {"problem": spec.problem, "net": "sbi-npse-mlp", "sampler": "sbi-euler-maruyama",
             "noise_param": preset.problems[spec.problem].noise_param, "noise_train": level,
             "noise_test": level, "weights": "", "train_seconds": train_s, "train_steps": None}

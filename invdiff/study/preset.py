@@ -28,10 +28,10 @@ from invdiff.experiment.config import (
     Section,
     apply_overrides,
     check_components,
+    deep_update,  # the configs' merge of tables
     format_validation_error,
     parse_config,
 )
-from invdiff.experiment.stages import build_problem, deep_update  # the pipeline's merge of tables
 from invdiff.plugins import get_registry, validate_params
 
 CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -132,6 +132,9 @@ class Preset(Section):
             raise ConfigError(f"preset {self.name}: problems.{problem}.experiment has no "
                               f"problem.noise_model")
         noise_model.setdefault("params", {})[spec.noise_param] = noise
+        if spec.reference is not None:  # else the prior's own (the run layer's rule)
+            data.setdefault("sampling", {})["reference"] = (
+                {"name": "none"} if spec.reference == "none" else spec.reference.model_dump())
         data.setdefault("output", {})["dir"] = str(self.run_dir(problem, noise, net))
         return parse_config(data, f"preset {self.name}, problem {problem}")
 
@@ -144,17 +147,6 @@ class Preset(Section):
         spec = self.problems[problem]
         pairs = [(level, level) for level in spec.noise_levels]
         return pairs + [p for p in spec.misspecified if p not in pairs]
-
-
-    def reference_spec(self, problem: str, prior: Any) -> ComponentSpec | None:
-        """The reference posterior of ``problem`` (see :class:`ProblemSpec`), or None."""
-        ref = self.problems[problem].reference
-        if ref == "none":
-            return None
-        if ref is None:
-            name = getattr(prior, "reference", None)
-            return ComponentSpec(name=name) if name else None
-        return ref
 
 
 def preset_names() -> list[str]:
@@ -223,10 +215,10 @@ def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ConfigError(format_validation_error(exc, source)) from None
     reg = get_registry()
     for problem, spec in preset.problems.items():  # fail before any work, naming the field
+        _check_reference(preset, problem, source)
         for net in preset.nets:
             cfg = preset.experiment(problem, spec.noise_levels[0], net)
             check_components(cfg, f"{source}: problems.{problem} with net {net}")
-        _check_reference(preset, problem, source)
     for name, params in preset.samplers.items():
         try:
             validate_params(reg.get("sampler", name), params)
@@ -250,13 +242,14 @@ def _check_reference(preset: Preset, problem: str, source: str) -> None:
 def check_fits(preset: Preset, problem: str) -> None:
     """The problem's reference fits it (e.g. the spheroid MCMC needs unsmoothed speckle);
     builds the problem's components once, so the study calls it before any work."""
-    cfg = preset.experiment(problem, preset.problems[problem].noise_levels[0])
-    prior, fwd, noise = build_problem(cfg)
-    spec = preset.reference_spec(problem, prior)
+    from invdiff.experiment.run import Experiment
+
+    exp = Experiment(preset.experiment(problem, preset.problems[problem].noise_levels[0]))
+    spec = exp.reference_spec
     if spec is None:
         return
     ref = get_registry().create("reference", spec.name, **spec.params)
-    why = ref.fits(prior, fwd, noise)
+    why = ref.fits(*exp.components)
     if why is not None:
         raise ConfigError(f"preset {preset.name}: problems.{problem}.reference: {spec.name} "
                           f"does not fit this problem: {why}")

@@ -1,19 +1,28 @@
 """Run the study matrix: train each (problem, noise level, net) once, sample each cell.
 
-A cell is (problem, net, sampler, noise_train, noise_test). Training and data go through the
-core pipeline's resumable stages (``run_simulate``, ``run_train``) in ``preset.runs``:
+A cell is (problem, net, sampler, noise_train, noise_test). Each (problem, level, net) is one
+:class:`~invdiff.experiment.run.Experiment` (:class:`StudyRuns` builds each once), trained
+through the run layer's resumable stages in ``preset.runs``, and every cell is sampled and
+scored by :func:`~invdiff.evaluation.score.sample_and_score`, the code path of
+``invdiff sample``, with the same seeding rule:
 
 ```
 <runs>/<problem>/noise-<L>/data/*.npz            simulated once per level, shared by the nets
-<runs>/<problem>/noise-<L>/<net>/checkpoints/    the pipeline run of one net (data linked in)
+<runs>/<problem>/noise-<L>/<net>/checkpoints/    the run of one net (data linked in)
 <runs>/<problem>/noise-<L>/<net>/study/*.json    finished cells (skipped on a rerun)
-<runs>/<problem>/references/noise-<L>/*.npz     MCMC reference chains, shared by every cell
+<runs>/<problem>/references/noise-<L>/*.npz     reference chains, shared by every cell
 ```
+
+Held-out sets (:func:`held_out_set`): at the problem's first training level, the held-out
+pairs exactly as simulated (``data/test.npz``: the measurements ``invdiff sample`` scores);
+at any other test level L, the same truths and clean measurements with fresh measurement noise
+at L, drawn with one seeding rule, seed = 7919 + round(1e6 L). Every net, sampler and
+training level is thus tested on the same truths, and a model trained at L' != L sees exactly
+the measurements a model trained at L sees.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,15 +33,47 @@ from typing import Any
 
 import torch
 
-from invdiff.evaluation.calibration import calibration_summary
-from invdiff.evaluation.metrics import sample_metrics
-from invdiff.evaluation.references import HeldOut, Reference, held_out, reference_on
-from invdiff.experiment import stages as pipeline
+from invdiff.errors import DataError
+from invdiff.evaluation.references import Reference, reference_on
+from invdiff.evaluation.score import Scored, sample_and_score
+from invdiff.experiment.run import Experiment
+from invdiff.integrity import fingerprint
 from invdiff.io import atomic_write_text
-from invdiff.sampling.posterior import sample_posterior
 from invdiff.training.checkpoint import load_model
 
 from .preset import Preset
+
+HELD_OUT_SEED = 7_919  # the held-out noise draws at another level: seed + round(1e6 L)
+#: the version of the cell rule: a cell's numbers depend on it (seeding, held-out sets)
+CELL_RULE = "measurement-seeded/1"
+
+
+@dataclass
+class HeldOut:
+    """Held-out pairs at one test noise level: x, y, y_clean ``(M, ...)``, physical units."""
+
+    problem: str
+    level: float
+    x: torch.Tensor
+    y: torch.Tensor
+    y_clean: torch.Tensor
+    components: tuple[Any, Any, Any]  # prior, forward model, noise model at this level
+
+
+class StudyRuns:
+    """The experiments of a study, each (problem, level, net) built once; ``net=None`` is a
+    level's data run."""
+
+    def __init__(self, preset: Preset, progress: bool = True) -> None:
+        self.preset, self.progress = preset, progress
+        self._runs: dict[tuple[str, float, str | None], Experiment] = {}
+
+    def get(self, problem: str, level: float, net: str | None = None) -> Experiment:
+        key = (problem, float(level), net)
+        if key not in self._runs:
+            self._runs[key] = Experiment(self.preset.experiment(problem, level, net),
+                                         self.progress)
+        return self._runs[key]
 
 
 @dataclass
@@ -81,26 +122,25 @@ def use_ema(choice: str, history: Path) -> bool:
     return raw is None or ema is None or ema <= raw
 
 
-def train_net(cfg: Any, progress: bool) -> dict[str, Any]:
-    """The pipeline's training summary of ``cfg``: read back when an earlier run finished all
-    its steps with this very experiment (``run_train`` would change nothing), else from
-    ``run_train``, which resumes, or refuses a checkpoint of other settings with an error that
-    names them (a changed recipe never reuses a model trained with the old one)."""
-    if pipeline.is_trained(cfg):
-        return json.loads(pipeline.output_paths(cfg)["history"].read_text())
-    return pipeline.run_train(cfg, progress=progress)
+def train_net(exp: Experiment) -> dict[str, Any]:
+    """The training summary of ``exp``: read back when an earlier run finished all its steps
+    with this very experiment (training would change nothing), else from
+    :meth:`Experiment.train`, which resumes, or refuses a checkpoint of other settings with an
+    error that names them (a changed recipe never reuses a model trained with the old one)."""
+    if exp.is_trained():
+        return json.loads(exp.paths.history.read_text())
+    return exp.train()
 
 
-def train_level(preset: Preset, problem: str, level: float, progress: bool
-                ) -> dict[str, dict[str, Any]]:
+def train_level(runs: StudyRuns, problem: str, level: float) -> dict[str, dict[str, Any]]:
     """Simulate the data of one training level and train every net on it (both resume)."""
-    data_cfg = preset.experiment(problem, level)
-    pipeline.run_simulate(data_cfg, progress=progress)
+    data = runs.get(problem, level)
+    data.simulate()
     out = {}
-    for net in preset.nets:
-        cfg = preset.experiment(problem, level, net)
-        link_data(data_cfg.out_dir / "data", cfg.out_dir / "data")
-        summary = train_net(cfg, progress)
+    for net in runs.preset.nets:
+        exp = runs.get(problem, level, net)
+        link_data(data.paths.data, exp.paths.data)
+        summary = train_net(exp)
         out[net] = {"problem": problem, "net": net, "noise_train": level,
                     "steps": summary["steps"], "seconds": summary["seconds"],
                     "parameters": summary["parameters"], "n_levels": summary["n_levels"],
@@ -108,87 +148,95 @@ def train_level(preset: Preset, problem: str, level: float, progress: bool
     return out
 
 
-def cell_key(preset: Preset, sampler: str, h: HeldOut, cfg: Any, ema: bool) -> str:
-    """A digest of everything a cell's numbers depend on (a changed input reruns the cell).
-    The model enters through its experiment config: training is deterministic for a config
-    and its step count (``Trainer.fit`` resumes bit-identically)."""
-    spec = preset.problems[h.problem].reference
-    blob = json.dumps({"sampler": sampler, "params": preset.samplers[sampler],
-                       "n": preset.samples_for(h.problem), "seed": preset.seed, "test": h.level,
-                       "experiment": cfg.model_dump(mode="json"), "ema": ema,
-                       "ref": spec if isinstance(spec, str | None) else spec.model_dump(),
-                       "levels": preset.calibration_levels, "bins": preset.rank_bins,
-                       "device": preset.device}, sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+def cell_key(preset: Preset, sampler: str, h: HeldOut, exp: Experiment, ema: bool) -> str:
+    """The fingerprint of everything a cell's numbers depend on (a changed input reruns the
+    cell). The model enters through its experiment config: training is deterministic for a
+    config and its step count (``Trainer.fit`` resumes bit-identically)."""
+    return fingerprint({"sampler": sampler, "params": preset.samplers[sampler],
+                        "n": preset.samples_for(h.problem), "seed": preset.seed,
+                        "test": h.level, "experiment": exp.experiment_json, "ema": ema,
+                        "levels": preset.calibration_levels, "bins": preset.rank_bins,
+                        "device": preset.device, "rule": CELL_RULE}, length=12)
 
 
-def score_samples(preset: Preset, samples: torch.Tensor, h: HeldOut, ref: Reference | None,
-                  nfe: int, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics and calibration of posterior samples ``(M, n, *x_shape)`` (CPU) of ``h``;
-    ``seconds``: sampling wall time for all M measurements."""
-    metrics = sample_metrics(samples, h.x, ref)
-    calib = calibration_summary(samples, h.x, preset.calibration_levels, preset.rank_bins)
-    metrics.update(nfe=nfe, seconds=seconds / len(h.x), n_test=len(h.x),
-                   n_samples=int(samples.shape[1]), sbc_chi2_p=calib["sbc_chi2_p"],
-                   sbc_ks=calib["sbc_ks"], tarp_dev=calib["tarp_dev"])
-    return metrics, calib
+def cell_metrics(scored: Scored) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A cell's row numbers from :func:`sample_and_score`: ``seconds`` per measurement and
+    ``n_test``, as the study reports them; and its calibration."""
+    m = dict(scored.metrics)
+    m["n_test"] = m.pop("n_measurements")
+    m["seconds"] = m["seconds"] / m["n_test"]
+    return m, scored.calibration
 
 
 def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Reference | None
-             ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Sample the held-out posteriors with one sampler; metrics and calibration."""
+             ) -> Scored:
+    """Sample the held-out posteriors with one sampler, scored (the path of
+    ``invdiff sample``: chains of measurement m seeded by ``(preset.seed, m)``)."""
     params = {"progress": False, **preset.samplers[sampler]}
-    dev = model.sigmas.device
-    gen = torch.Generator(device=dev).manual_seed(preset.seed)
-    post = sample_posterior(model, h.y.to(dev), sampler=sampler, n=preset.samples_for(h.problem),
-                            generator=gen, **params)
-    return score_samples(preset, post.samples.detach().float().cpu(), h, ref, post.nfe,
-                         post.seconds)
+    return sample_and_score(model, h.y, seed=preset.seed, sampler=sampler,
+                            n=preset.samples_for(h.problem), truth=h.x, reference=ref,
+                            components=h.components,
+                            calibration_levels=preset.calibration_levels,
+                            rank_bins=preset.rank_bins, **params)
 
 
-def held_out_set(preset: Preset, problem: str, level: float) -> HeldOut:
-    """The held-out set of ``problem`` at test noise ``level``: the pairs simulated at the
-    problem's first training level, noised at ``level``."""
-    spec = preset.problems[problem]
-    return held_out(preset.experiment(problem, spec.noise_levels[0]),
-                    preset.experiment(problem, level), level, problem)
+def as_runs(study: Preset | StudyRuns) -> StudyRuns:
+    """A preset's runs (built afresh), or the runs given."""
+    return study if isinstance(study, StudyRuns) else StudyRuns(study, progress=False)
 
 
-def problem_reference(preset: Preset, h: HeldOut) -> Reference | None:
+def held_out_set(study: Preset | StudyRuns, problem: str, level: float) -> HeldOut:
+    """The held-out set of ``problem`` at test noise ``level`` (module docstring)."""
+    runs = as_runs(study)
+    first = runs.preset.problems[problem].noise_levels[0]
+    data, at_level = runs.get(problem, first), runs.get(problem, level)
+    test = data.dataset("test")
+    if test.y_clean is None:
+        raise DataError(f"{problem}: the held-out set has no clean measurements; simulate it "
+                        f"again with this version of invdiff")
+    if float(level) == float(first):
+        y = test.y
+    else:
+        g = torch.Generator().manual_seed(HELD_OUT_SEED + round(1e6 * level))
+        y = at_level.components[2](test.y_clean, generator=g)
+    return HeldOut(problem, level, test.x, y, test.y_clean, at_level.components)
+
+
+def problem_reference(study: Preset | StudyRuns, h: HeldOut) -> Reference | None:
     """The problem's reference posterior on the held-out set ``h`` (chains cached per level
     under ``<runs>/<problem>/references``)."""
-    spec = preset.reference_spec(h.problem, h.components[0])
-    cache = Path(preset.runs) / h.problem / "references" / f"noise-{h.level:g}"
+    runs = as_runs(study)
+    spec = runs.get(h.problem, h.level).reference_spec
+    cache = Path(runs.preset.runs) / h.problem / "references" / f"noise-{h.level:g}"
     return reference_on(spec, h.components, h.y, h.y_clean, cache)
 
 
 def run_problem(preset: Preset, problem: str, result: StudyResult,
                 log: Callable[[str], None], progress: bool) -> None:
     """Train the problem's models, then fill its cells into ``result``."""
+    runs = StudyRuns(preset, progress)
     spec = preset.problems[problem]
-    trained = {level: train_level(preset, problem, level, progress)
-               for level in spec.noise_levels}
+    trained = {level: train_level(runs, problem, level) for level in spec.noise_levels}
     result.trainings += [t for per_net in trained.values() for t in per_net.values()]
     sets: dict[float, tuple[HeldOut, Reference | None]] = {}
     for noise_train, noise_test in preset.cells(problem):
         if noise_test not in sets:
-            h = held_out_set(preset, problem, noise_test)
-            sets[noise_test] = (h, problem_reference(preset, h))
+            h = held_out_set(runs, problem, noise_test)
+            sets[noise_test] = (h, problem_reference(runs, h))
         h, ref = sets[noise_test]
         for net in preset.nets:
-            cfg = preset.experiment(problem, noise_train, net)
-            paths = pipeline.output_paths(cfg)
-            ema = use_ema(preset.weights, paths["history"])
+            exp = runs.get(problem, noise_train, net)
+            ema = use_ema(preset.weights, exp.paths.history)
             model = None
             for sampler in preset.samplers:
-                key = cell_key(preset, sampler, h, cfg, ema)
-                cache = cfg.out_dir / "study" / f"{sampler}-test{noise_test:g}-{key}.json"
+                key = cell_key(preset, sampler, h, exp, ema)
+                cache = exp.paths.out / "study" / f"{sampler}-test{noise_test:g}-{key}.json"
                 if cache.exists():
                     metrics, calib = json.loads(cache.read_text())
                 else:
                     if model is None:
-                        model = load_model(paths["final"], device=preset.device, ema=ema)
-                    metrics, calib = run_cell(preset, model, sampler, h, ref)
+                        model = load_model(exp.paths.final, device=preset.device, ema=ema)
+                    metrics, calib = cell_metrics(run_cell(preset, model, sampler, h, ref))
                     atomic_write_text(cache, json.dumps([metrics, calib]))
                 cell = {"problem": problem, "net": net, "sampler": sampler,
                         "noise_param": spec.noise_param, "noise_train": noise_train,

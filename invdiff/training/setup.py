@@ -43,7 +43,10 @@ def make_optimizer(net: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.Opt
     return cls(net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def check_data(net: torch.nn.Module, data: Dataset, name: str) -> None:
+def check_data(net: torch.nn.Module | None, data: Dataset, name: str) -> None:
+    """Refuse an empty dataset, shapes other than ``net``'s (when given), and non-finite or
+    inconsistent pairs. The pairs of a dataset object are checked once: a run that checks
+    its data before measuring the ladder does not pay again in the trainer."""
     if len(data) == 0:
         raise DataError(f"the {name} dataset is empty; simulate some pairs first")
     for which in ("x", "y"):
@@ -54,5 +57,9 @@ def check_data(net: torch.nn.Module, data: Dataset, name: str) -> None:
                 f"the network expects {which} of shape {tuple(want)} but the {name} dataset "
                 f"has {which} of shape {have}; build the net with {which}_shape={have}"
             )
+    if getattr(data, "_pairs_checked", False):
+        return
+    for which in ("x", "y"):
         check_finite(getattr(data, which), f"{name} dataset {which}")
     check_training_pairs(data.x, data.y, data.y_clean, f"{name} dataset")
+    data._pairs_checked = True

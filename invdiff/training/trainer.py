@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from invdiff.checks import randn, seeded_generator
-from invdiff.data import Dataset
+from invdiff.data import Dataset, Normalization
 from invdiff.errors import CheckpointError, ConfigError
 from invdiff.interfaces import NoiseModel, ScoreFn
 from invdiff.runtime import torch_threads
@@ -79,6 +79,8 @@ class Trainer:
     checkpoint_dir: where ``last.pt`` (every ``checkpoint_every`` steps) and ``final.pt`` go.
     net_spec: ``{"name", "params"}`` of the registered score_net, so checkpoints rebuild it.
     experiment: the validated experiment config (JSON-able dict), stored in checkpoints.
+    normalization: the units the net trains in, if already fitted on ``train`` with
+        :func:`training_normalization` (else fitted here).
 
     An epoch is one pass over a fresh permutation of the training set in batches of
     ``batch_size`` (the incomplete last batch is dropped), so step k always sees the same batch.
@@ -96,6 +98,7 @@ class Trainer:
         net_spec: dict[str, Any] | None = None,
         experiment: dict[str, Any] | None = None,
         progress: bool = True,
+        normalization: Normalization | None = None,
     ) -> None:
         self.config = cfg = config if config is not None else TrainingConfig()
         self.device = resolve_device(cfg.device)
@@ -127,7 +130,8 @@ class Trainer:
                 "redraw_noise = false"
             )
         self.train_data, self.val_data, self.noise_model = train, val, noise_model
-        self.normalization = training_normalization(train, cfg)
+        self.normalization = (normalization if normalization is not None
+                              else training_normalization(train, cfg))
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.net_spec, self.experiment = net_spec, experiment
         self.progress = progress and self.dist.is_main

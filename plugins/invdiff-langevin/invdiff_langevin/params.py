@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from invdiff.params import LadderParams
+from invdiff.params import DEFAULT_STEPS_PER_LEVEL, LadderParams
 
 
 class AnnealedLangevinParams(LadderParams):
-    steps_per_level: int = Field(5, ge=1, description="T: Langevin steps per noise level")
+    steps_per_level: int = Field(DEFAULT_STEPS_PER_LEVEL, ge=1,
+                                 description="T: Langevin steps per noise level")
     eps: float | None = Field(
         None, gt=0, description="step a_i = eps (sigma_i/sigma_L)^2; default: NCSNv2 rule"
     )

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from invdiff.errors import ConfigError
+from invdiff.params import DEFAULT_STEPS_PER_LEVEL
 from invdiff.sampling import Chains, LadderSampler
 from invdiff.sampling.sigmas import langevin_step_size
 
@@ -30,7 +31,8 @@ class AnnealedLangevin(LadderSampler):
 
     name = "annealed-langevin"
 
-    def __init__(self, steps_per_level: int = 5, eps: float | None = None, **ladder: Any) -> None:
+    def __init__(self, steps_per_level: int = DEFAULT_STEPS_PER_LEVEL, eps: float | None = None,
+                 **ladder: Any) -> None:
         super().__init__(**ladder)
         if steps_per_level < 1:
             raise ConfigError(f"steps_per_level must be >= 1, got {steps_per_level}")
