@@ -28,7 +28,7 @@ import sys
 import torch
 
 from invdiff.evaluation.metrics import exact_sampler_scores, sample_metrics
-from invdiff.experiment import stages as pipeline
+from invdiff.experiment import run as pipeline
 from invdiff.interfaces import ReferenceResult
 from invdiff.reference.exact import exact_posterior
 from invdiff.study.preset import load_preset

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     from invdiff_oce.algebraic import layer_rows
 
-    from invdiff.experiment.stages import output_paths
+    from invdiff.experiment.run import output_paths
     from invdiff.training.checkpoint import load_model
 
     cfg = e2e.configure(e2e.parse_args(["--config", args.config, "--out", args.run]

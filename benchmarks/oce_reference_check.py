@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
     cases = ap.parse_args(argv).cases
     from invdiff_oce.algebraic import layer_rows
 
-    from invdiff.experiment.stages import build_problem
+    from invdiff.experiment.run import build_problem
 
     torch.set_num_threads(1)
     args = e2e.parse_args(["--config", str(e2e.ROOT / "configs" / "oce-spheroid-iid.toml")])

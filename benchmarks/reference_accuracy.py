@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from invdiff.experiment import stages as pipeline
+from invdiff.experiment import run as pipeline
 from invdiff.experiment.config import load_config
 
 COLUMNS = ("net", "params", "steps", "train_min", "sample_s", "nfe", "mean_err_std",

@@ -21,7 +21,7 @@ from types import ModuleType
 
 #: old path -> new path; importing the old one warns.
 DEPRECATED = {
-    "invdiff.pipeline": "invdiff.experiment.stages",
+    "invdiff.pipeline": "invdiff.experiment.run",
     "invdiff.simulation": "invdiff.data.simulation",
     "invdiff.dask_executor": "invdiff.data.dask_executor",
     "invdiff.distributed": "invdiff.training.distributed",

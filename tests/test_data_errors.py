@@ -54,7 +54,7 @@ def test_trainer_names_the_bad_data(case):
 def test_pipeline_ladder_names_the_bad_data(case, monkeypatch):
     """The ladder is measured on x before the trainer sees it: it must not hide the cause."""
     from invdiff.experiment.config import parse_config
-    from invdiff.experiment.run import make_ladder
+    from invdiff.experiment.parts import make_ladder
     from tests.test_pipeline import TINY
 
     xx, yy, _, match = CASES[case]

@@ -199,7 +199,7 @@ def test_cli_trains_and_samples_with_two_ranks(tmp_path, fresh_registry):
     the single-process ones sample for sample (chains are seeded by the measurement index)."""
     import numpy as np
 
-    from invdiff.experiment import stages as pipeline
+    from invdiff.experiment import run as pipeline
     from invdiff.experiment.config import load_config
     from tests.test_pipeline import TINY
 

@@ -11,9 +11,10 @@ import torch
 from invdiff.cli import main
 from invdiff.errors import CheckpointError, ConfigError
 from invdiff.experiment import demo
-from invdiff.experiment import stages as pipeline
+from invdiff.experiment import run as pipeline
 from invdiff.experiment.config import load_config
-from invdiff.experiment.run import Experiment, build_net, make_ladder
+from invdiff.experiment.parts import build_net, make_ladder
+from invdiff.experiment.run import Experiment
 from invdiff.integrity import file_sha256
 
 TINY = """

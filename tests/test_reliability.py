@@ -13,7 +13,7 @@ import torch
 
 from invdiff.cli import main
 from invdiff.errors import DataError, FolderInUseError
-from invdiff.experiment import stages as pipeline
+from invdiff.experiment import run as pipeline
 from invdiff.experiment.config import load_config
 from invdiff.experiment.lock import LOCK_NAME, stage_lock
 from tests.test_pipeline import TINY

@@ -19,7 +19,7 @@ import pytest
 from invdiff.data import load_dataset
 from invdiff.evaluation.metrics import rms
 from invdiff.experiment import demo
-from invdiff.experiment import stages as pipeline
+from invdiff.experiment import run as pipeline
 from invdiff.runtime import torch_threads
 
 

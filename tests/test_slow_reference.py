@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from invdiff.experiment import stages as pipeline
+from invdiff.experiment import run as pipeline
 from invdiff.experiment.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,9 +1,11 @@
 """Experiments: a TOML config run end to end.
 
 * ``config``: :class:`ExperimentConfig` and its loading (no torch import);
-* ``run``: :class:`Experiment`, the run layer: each component of a config built once, the
-  run folder's typed paths, the stages (simulate, train, sample) and what they reuse;
-* ``stages``: the stages as functions of a config (``run_simulate`` ... ``run_run``);
+* ``parts``: :class:`ExperimentParts`, each part of a config built once (components, data,
+  ladder, sampler, reference, model), the run folder's typed paths (:class:`RunPaths`) and the
+  reuse rule;
+* ``run``: :class:`Experiment`, the run layer: the stages (simulate, train, sample, run) on
+  those parts, and ``run_simulate(cfg)`` ... ``run_run(cfg)`` for scripts;
 * ``demo``: the embedded demo configs; ``lock``: one run per output folder.
 
 Names load lazily.
@@ -17,7 +19,8 @@ _EXPORTS = {
     "ExperimentConfig": "invdiff.experiment.config",
     "load_config": "invdiff.experiment.config",
     "Experiment": "invdiff.experiment.run",
-    "RunPaths": "invdiff.experiment.run",
+    "RunPaths": "invdiff.experiment.parts",
+    "ExperimentParts": "invdiff.experiment.parts",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,7 @@ rank that dies does not leave the others waiting forever in a collective:
 ``INVDIFF_DIST_TIMEOUT`` seconds (default 600). :func:`check_same` refuses to start when the
 ranks were given different settings (a sha256 digest of the config is compared across ranks).
 
-The trainer (:mod:`invdiff.training.trainer`) and the pipeline (:mod:`invdiff.experiment.stages`)
+The trainer (:mod:`invdiff.training.trainer`) and the pipeline (:mod:`invdiff.experiment.run`)
 call :func:`setup` themselves; a script that drives them under torchrun needs nothing else, and may
 call :func:`shutdown` at the end (the command line does).
 """

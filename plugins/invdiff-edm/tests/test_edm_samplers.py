@@ -344,7 +344,7 @@ def test_a_trained_model_is_sampled_on_its_ladder_from_a_config(tmp_path):
     5 steps + shifted start + final step."""
     from pathlib import Path
 
-    from invdiff.experiment import stages as pipeline
+    from invdiff.experiment import run as pipeline
     from invdiff.experiment.config import load_config
 
     root = Path(__file__).resolve().parents[3]
