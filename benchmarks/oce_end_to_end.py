@@ -5,17 +5,20 @@ posteriors, and compare the cSDM posterior mean with the truth and with the alge
     nice .venv/bin/python benchmarks/oce_end_to_end.py --quick          # smoke test (seconds)
     nice .venv/bin/python benchmarks/oce_end_to_end.py --figures docs/results/oce
 
-Stages 1-2 are the core pipeline (``invdiff.experiment.stages.run_simulate`` / ``run_train``,
-resumable: rerunning continues an interrupted run). Stage 3 draws its own held-out cases with
-their prior parameters (the spheroid's true outline is needed for the geometry metrics): half of
-them with a wrapped phase, half without. Metrics, over the sample body below the compliant
-layer:
+Stages 1-2 are the core pipeline (``invdiff.experiment.run.Experiment``'s ``simulate`` /
+``train``, resumable: rerunning continues an interrupted run). Stage 3 draws its own held-out
+cases with their prior parameters (the spheroid's true outline is needed for the geometry
+metrics): half of them with a wrapped phase, half without. Metrics, over the sample body below
+the compliant layer (the last three are the OCE plugin's, :mod:`invdiff_oce.metrics`, also
+registered as problem metrics):
 
 * RMSE (kPa) and relative RMSE of the estimate;
-* spheroid modulus: relative error of the mean modulus over the true spheroid (area >= 1/2);
+* for the posterior: mean std and the coverage of the central 90% interval;
+* spheroid modulus: relative error of the mean modulus over the true spheroid (here the exact
+  outline from the prior's parameters, area >= 1/2; the registered metric derives it from the
+  true field);
 * gel modulus: relative error of the body's median (the gel is most of it);
-* IoU of the thresholded inclusion, |log(mu / median)| > log(1.25), estimate vs truth;
-* for the posterior: mean std and the coverage of the central 90% interval.
+* IoU of the thresholded inclusion, |log(mu / median)| > log(1.25), estimate vs truth.
 
 Baselines: the algebraic estimate on the noisy and on the noise-free phase, and the mean of the
 training x (what an estimate that ignores y achieves).
@@ -41,12 +44,11 @@ from pathlib import Path
 import torch
 
 from invdiff.experiment.config import ExperimentConfig, load_config
-from invdiff.experiment.stages import build_problem, output_paths, run_simulate, run_train
+from invdiff.experiment.run import Experiment
 from invdiff.study.runner import use_ema
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 20_240_601
-THRESHOLD = math.log(1.25)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,7 +96,7 @@ def configure(args: argparse.Namespace) -> ExperimentConfig:
 # -- held-out cases --------------------------------------------------------------------------
 def held_out(cfg: ExperimentConfig, n_cases: int) -> dict[str, torch.Tensor]:
     """``n_cases`` fresh pairs, the first half with a wrapped phase, the second without."""
-    prior, fwd, noise = build_problem(cfg)
+    prior, fwd, noise = Experiment(cfg).components
     g = torch.Generator().manual_seed(HELD_OUT_SEED)
     x, params = prior.sample_with_params(16 * n_cases, generator=g)
     phase = fwd.unwrapped_phase(x)
@@ -118,28 +120,19 @@ def compliant_layer(cfg: ExperimentConfig) -> tuple[float, float]:
 
 
 # -- metrics ---------------------------------------------------------------------------------
-def inclusion_map(mu: torch.Tensor, rows: int) -> torch.Tensor:
-    """Pixels of the body (below the layer) whose modulus differs from the body's median by
-    more than 25% in either direction: ``(M, 1, N-rows, N)`` bool."""
-    body = mu[:, :, rows:].double()
-    med = body.flatten(1).median(1).values.view(-1, 1, 1, 1)
-    return (body / med).log().abs() > THRESHOLD
-
-
 def estimate_metrics(est: torch.Tensor, case: dict[str, torch.Tensor], rows: int
                      ) -> dict[str, torch.Tensor]:
-    """Per-case metrics of an estimate ``(M, 1, N, N)`` (see the module docstring)."""
-    truth, mask = case["x"].double()[:, :, rows:], case["mask"][:, :, rows:]
-    e = est.double()[:, :, rows:]
-    err = (e - truth).flatten(1)
+    """Per-case metrics of an estimate ``(M, 1, N, N)`` (see the module docstring); the
+    spheroid, gel and IoU ones are the OCE plugin's."""
+    from invdiff_oce.metrics import gel_rel_err, inclusion_iou, spheroid_rel_err
+
+    truth = case["x"].double()[:, :, rows:]
+    err = (est.double()[:, :, rows:] - truth).flatten(1)
     rmse = err.square().mean(1).sqrt()
-    spheroid = lambda f: (f * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)
-    gel = lambda f: f.flatten(1).median(1).values
-    a, b = inclusion_map(est, rows), inclusion_map(case["x"], rows)
-    iou = (a & b).flatten(1).sum(1) / (a | b).flatten(1).sum(1).clamp_min(1)
     return {"rmse_kpa": rmse, "rel_rmse": rmse / truth.flatten(1).square().mean(1).sqrt(),
-            "spheroid_rel_err": (spheroid(e) - spheroid(truth)).abs() / spheroid(truth),
-            "gel_rel_err": (gel(e) - gel(truth)).abs() / gel(truth), "iou": iou.double()}
+            "spheroid_rel_err": spheroid_rel_err(est, case["x"], rows, mask=case["mask"]),
+            "gel_rel_err": gel_rel_err(est, case["x"], rows),
+            "iou": inclusion_iou(est, case["x"], rows)}
 
 
 def posterior_extras(samples: torch.Tensor, case: dict[str, torch.Tensor], rows: int
@@ -176,7 +169,7 @@ def mcmc_references(cfg: ExperimentConfig, case: dict, index: list[int], steps: 
     from invdiff.evaluation.references import reference_on
     from invdiff.experiment.config import ComponentSpec
 
-    problem = build_problem(cfg)
+    problem = Experiment(cfg).components
     refs = []
     for m in index:
         spec = ComponentSpec(name="spheroid-mcmc", params={
@@ -262,19 +255,20 @@ def main(argv: list[str] | None = None) -> dict:
     from invdiff.sampling.posterior import sample_posterior
     from invdiff.training.checkpoint import load_model
 
+    exp = Experiment(cfg, progress=False)
     timings = {}
     t0 = time.perf_counter()
-    sim = run_simulate(cfg, progress=False)
+    sim = exp.simulate()
     timings["simulate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train = run_train(cfg, progress=False)
+    train = exp.train()
     timings["train_s"] = time.perf_counter() - t0
 
     layer_mod, thickness = compliant_layer(cfg)
     case = held_out(cfg, args.cases)
     rows = layer_rows(case["x"].shape[-1], thickness)
-    ema = use_ema(args.weights, output_paths(cfg)["history"])
-    model = load_model(output_paths(cfg)["final"], device="cpu", ema=ema)
+    ema = use_ema(args.weights, exp.paths.history)
+    model = load_model(exp.paths.final, device="cpu", ema=ema)
     s = cfg.sampling
     post = sample_posterior(model, case["y"], sampler=s.sampler.name, n=s.n_samples,
                             generator=torch.Generator().manual_seed(s.seed),
@@ -282,7 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     alg = algebraic_estimate(case["y"], layer_mod, thickness)
     alg_clean = algebraic_estimate(case["y_clean"], layer_mod, thickness)
     # a y-blind baseline
-    prior_mean = load_dataset(output_paths(cfg)["train"]).x.mean(0, keepdim=True)
+    prior_mean = load_dataset(exp.paths.train).x.mean(0, keepdim=True)
 
     per_case = {"csdm": {**estimate_metrics(post.mean, case, rows),
                          **posterior_extras(post.samples, case, rows)},
@@ -317,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
             posterior_figure(figs / f"reference_{m}.png", case["x"][m], to_phase(case["y"][m]),
                              post.samples[m], ref["mean"][k], ref["std"][k],
                              title=f"held-out {m}: cSDM vs MCMC reference")
-        loss = output_paths(cfg)["figures"] / "loss.png"
+        loss = exp.paths.figures / "loss.png"
         if loss.exists():
             (figs / "loss.png").write_bytes(loss.read_bytes())
     return result

@@ -11,6 +11,10 @@ these hooks with :data:`hookimpl`. Each hook receives a ``register`` callback::
 * ``params``: a pydantic model of the factory's keyword arguments (validated before the call);
 * ``help``: one line shown by ``invdiff plugins``.
 
+``register_metrics`` registers problem-specific metrics (:class:`invdiff.interfaces.Metric`):
+each is built with its default parameters and applied where its ``applies`` says it fits
+(:func:`invdiff.evaluation.problem_metrics.problem_metrics`).
+
 This module imports nothing heavy: the CLI imports it to list plugins.
 """
 
@@ -51,3 +55,9 @@ def register_samplers(register):
 @hookspec
 def register_references(register):
     """Register ReferencePosterior components (exact or MCMC posteriors to measure against)."""
+
+
+@hookspec
+def register_metrics(register):
+    """Register Metric components: problem-specific numbers computed from posterior samples and
+    the truth (e.g. the IoU of a segmented inclusion); see :class:`invdiff.interfaces.Metric`."""

@@ -10,6 +10,8 @@ Shapes are channels-first: one x is ``(C, H, W)``, a batch ``(B, C, H, W)``; lik
 * ``Sampler``        draws from p(x | y) given any score callable and a decreasing ladder
 * ``ReferencePosterior``  p(x | y) by a route independent of any network (a closed form, MCMC
                      over a parametric prior's parameters): what the cSDM is measured against
+* ``Metric``         a problem-specific number of posterior samples against the truth (the IoU
+                     of a segmented inclusion, the error of a region's modulus)
 
 Concrete components live in plugins; these base classes only fix the contract (and the
 contract kit :mod:`invdiff.testing` checks it). A prior or forward model may also say what its
@@ -42,6 +44,7 @@ __all__ = [
     "ScoreFn",
     "ReferencePosterior",
     "ReferenceResult",
+    "Metric",
 ]
 
 
@@ -187,4 +190,42 @@ class ReferencePosterior(abc.ABC):
 
         ``y_clean`` ``(M, *y_shape)``: the noise-free measurements where known (simulated
         data); a noise model relative to the clean signal needs them for its exact std.
+        """
+
+
+class Metric(abc.ABC):
+    """A problem-specific metric of posterior samples against the truth.
+
+    Registered under the kind ``"metric"`` (hook ``register_metrics``). Every registered metric
+    is built with its default parameters, asked whether it fits the problem (:meth:`applies`)
+    and, if so, called on the samples of the held-out measurements
+    (:func:`invdiff.evaluation.problem_metrics.problem_metrics`); its numbers become columns of
+    ``metrics.json`` and of the study's results.
+
+    ``name``: the prefix its column names share (e.g. ``"iou"`` for ``{"iou": ...}``,
+    ``"spheroid"`` for ``{"spheroid_rel_err": ...}``); column names of different metrics must
+    not clash.
+    """
+
+    name: str
+
+    def applies(self, prior: Any, forward_model: Any, noise_model: Any) -> bool:
+        """Whether this metric makes sense for the problem (e.g. only for one prior). Keep it
+        cheap: it is asked for every problem. Default: always."""
+        return True
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        samples: torch.Tensor,
+        truth: torch.Tensor,
+        prior: Any,
+        forward_model: Any,
+        noise_model: Any,
+    ) -> dict[str, float]:
+        """Named numbers, each averaged over the M measurements.
+
+        ``samples``: posterior samples ``(M, n, *x_shape)`` in physical units (the units of
+        the prior's x); ``truth``: the true fields ``(M, *x_shape)``. The inputs are not
+        modified. Returns ``{column name: float}``, the same keys on every call.
         """

@@ -41,6 +41,7 @@ HOOKS: dict[str, str] = {
     "score_net": "register_score_nets",
     "sampler": "register_samplers",
     "reference": "register_references",
+    "metric": "register_metrics",
 }
 KINDS = tuple(HOOKS)
 
@@ -327,8 +328,8 @@ def create(kind: str, name: str, **params: Any) -> Any:
     """Build the registered component ``name`` of ``kind`` with validated ``params``.
 
     ``kind`` is one of ``prior``, ``forward_model``, ``noise_model``, ``score_net``,
-    ``sampler``, ``reference``. Unknown kinds, names or parameters raise errors listing what
-    is valid.
+    ``sampler``, ``reference``, ``metric``. Unknown kinds, names or parameters raise errors
+    listing what is valid.
     """
     return get_registry().create(kind, name, **params)
 

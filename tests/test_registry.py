@@ -52,6 +52,8 @@ def test_create_validates_and_builds(fresh_registry):
 def test_unknown_kind_lists_kinds(fresh_registry):
     with pytest.raises(UnknownComponentError, match="kinds are: prior, forward_model"):
         invdiff.create("priors", "gaussian-field")
+    with pytest.raises(UnknownComponentError, match="kinds are: .*reference, metric"):
+        invdiff.available("metrics")
 
 
 def test_unknown_name_lists_known_and_how_to_install(fresh_registry):

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from invdiff.errors import ConfigError
-from invdiff.experiment.config import ComponentSpec
 from invdiff.interfaces import ReferenceResult
 from invdiff.plugins import create, get_registry
 
@@ -30,7 +29,7 @@ class Reference(ReferenceResult):
     kind: str = ""
 
 
-def build_reference(spec: ComponentSpec, cache: Path | None = None) -> Any:
+def build_reference(spec: Any, cache: Path | None = None) -> Any:
     """The reference component of ``spec``; a ``cache`` folder goes to references that take
     one (unless the spec sets its own)."""
     params = dict(spec.params)
@@ -40,10 +39,11 @@ def build_reference(spec: ComponentSpec, cache: Path | None = None) -> Any:
     return create("reference", spec.name, **params)
 
 
-def reference_on(spec: ComponentSpec | None, components: tuple[Any, Any, Any],
+def reference_on(spec: Any, components: tuple[Any, Any, Any],
                  y: torch.Tensor, y_clean: torch.Tensor | None = None,
                  cache: Path | None = None) -> Reference | None:
-    """The reference posterior ``spec`` names, for measurements ``y (M, *y_shape)`` of the
+    """The reference posterior ``spec`` (a :class:`~invdiff.experiment.config.ComponentSpec`:
+    ``name``, ``params``) names, for measurements ``y (M, *y_shape)`` of the
     problem ``components`` (prior, forward model, noise model); None without a spec. A
     reference that does not fit the problem is a :class:`ConfigError` saying why."""
     if spec is None:

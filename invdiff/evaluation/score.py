@@ -119,5 +119,10 @@ def score(samples: torch.Tensor, truth: torch.Tensor | None = None, reference: A
             calib = calibration_summary(samples, truth.cpu(), calibration_levels, rank_bins)
             metrics.update(sbc_chi2_p=calib["sbc_chi2_p"], sbc_ks=calib["sbc_ks"],
                            tarp_dev=calib["tarp_dev"])
+        if components is not None:
+            from invdiff.evaluation.problem_metrics import problem_metrics
+
+            metrics.update(problem_metrics(components, samples, truth.cpu(),
+                                           reserved=metrics))
     metrics.update(n_samples=int(samples.shape[1]), n_measurements=int(samples.shape[0]))
     return metrics, calib

@@ -292,3 +292,61 @@ def check_param_defaults(kinds: tuple[str, ...] | None = None) -> None:
     bad = [m for kind in (kinds or KINDS) for name in available(kind)
            for m in param_default_mismatches(kind, name)]
     assert not bad, "defaults written twice disagree:\n" + "\n".join(bad)
+
+
+def check_metric(
+    metric: Any,
+    prior: Any,
+    forward_model: Any,
+    noise_model: Any,
+    samples: torch.Tensor,
+    truth: torch.Tensor,
+    batch_mean: bool = True,
+    rtol: float = 1e-6,
+    atol: float = 1e-12,
+) -> dict[str, float]:
+    """A :class:`invdiff.interfaces.Metric` on ``samples (M, n, *x_shape)`` and ``truth
+    (M, *x_shape)`` of the problem ``(prior, forward_model, noise_model)``: ``applies`` says
+    True (a bool); the call returns ``{str: float}`` with finite values whose keys start with
+    ``metric.name``; a second call gives the same keys and values; the inputs are not modified;
+    with ``batch_mean`` (the metric is a mean over measurements, the usual definition), the
+    batch's values equal the mean of the values of its measurements one at a time, within
+    ``atol + rtol * |value|``. Returns the values."""
+    name = getattr(metric, "name", None)
+    assert isinstance(name, str) and name, f"metric.name must be a non-empty str, got {name!r}"
+    fits = metric.applies(prior, forward_model, noise_model)
+    assert isinstance(fits, bool), f"metric.applies must return a bool, got {type(fits).__name__}"
+    assert fits, f"metric {name!r} says it does not apply to this problem"
+    assert samples.dim() == truth.dim() + 1 and samples.shape[0] == truth.shape[0], (
+        f"give samples (M, n, *x_shape) and truth (M, *x_shape), got {tuple(samples.shape)} "
+        f"and {tuple(truth.shape)}")
+    before = samples.clone(), truth.clone()
+    values = metric(samples, truth, prior, forward_model, noise_model)
+    assert isinstance(values, dict) and values, (
+        f"metric {name!r} must return a non-empty dict of column -> float, got {values!r}")
+    for key, value in values.items():
+        assert isinstance(key, str) and key.startswith(name), (
+            f"metric {name!r}: column {key!r} does not start with the metric's name")
+        assert isinstance(value, float), (
+            f"metric {name!r}: column {key!r} is {type(value).__name__}, not a float "
+            f"(convert with float(...))")
+        assert torch.isfinite(torch.tensor(value)), f"metric {name!r}: {key} = {value}"
+    assert torch.equal(samples, before[0]) and torch.equal(truth, before[1]), (
+        f"metric {name!r} modified its inputs")
+    again = metric(samples, truth, prior, forward_model, noise_model)
+    assert list(again) == list(values), (
+        f"metric {name!r}: keys changed between calls: {list(values)} then {list(again)}")
+    assert again == values, f"metric {name!r} is not deterministic: {values} then {again}"
+    if batch_mean and samples.shape[0] > 1:
+        ones = [metric(samples[m:m + 1], truth[m:m + 1], prior, forward_model, noise_model)
+                for m in range(samples.shape[0])]
+        for one in ones:
+            assert list(one) == list(values), (
+                f"metric {name!r}: keys for one measurement {list(one)} differ from the "
+                f"batch's {list(values)}")
+        for key, value in values.items():
+            mean = sum(one[key] for one in ones) / len(ones)
+            assert abs(mean - value) <= atol + rtol * max(abs(value), abs(mean)), (
+                f"metric {name!r}: {key} of the batch is {value}, the mean over its "
+                f"measurements one at a time is {mean}")
+    return values

@@ -9,7 +9,10 @@
 * :mod:`invdiff_oce.algebraic`: the conventional estimate modulus = stress / strain with the
   stress read from the compliant layer;
 * :mod:`invdiff_oce.likelihood` / :mod:`invdiff_oce.reference`: the exact likelihood for
-  unsmoothed speckle and the MCMC reference posterior over the spheroid's parameters.
+  unsmoothed speckle and the MCMC reference posterior over the spheroid's parameters;
+* metrics ``oce-inclusion-iou``, ``oce-spheroid-modulus``, ``oce-gel-modulus``
+  (:mod:`invdiff_oce.metrics`): IoU of the thresholded inclusion and the spheroid's and gel's
+  modulus errors of the posterior mean, added to the results of spheroid problems.
 
 Attributes load lazily so that listing plugins never imports torch.
 """
@@ -29,6 +32,9 @@ _EXPORTS = {
     "axial_phase_gradient": "invdiff_oce.phase",
     "phase_resultant": "invdiff_oce.circular",
     "circular_std": "invdiff_oce.circular",
+    "inclusion_iou": "invdiff_oce.metrics",
+    "spheroid_rel_err": "invdiff_oce.metrics",
+    "gel_rel_err": "invdiff_oce.metrics",
 }
 
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

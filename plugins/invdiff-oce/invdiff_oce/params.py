@@ -97,3 +97,8 @@ class OCEPhaseNoiseParams(Params):
     decorrelation: bool = Field(True, description="strain-induced decorrelation")
     window_pixels: float = Field(1.0, gt=0, description="axial averaging window (pixels)")
     snr_floor: float = Field(1e-3, gt=0, description="lower bound of the SNR (numerics)")
+
+
+class InclusionMetricParams(Params):
+    threshold: float = Field(1.25, gt=1, description="modulus ratio to the body's median "
+                             "beyond which (either way) a pixel is inclusion")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from invdiff.hookspecs import hookimpl
 from invdiff.params import MCMCReferenceParams, Params
-from invdiff_oce.params import OCEPhaseNoiseParams, OCEPhaseParams, TumourSpheroidParams
+from invdiff_oce.params import (
+    InclusionMetricParams,
+    OCEPhaseNoiseParams,
+    OCEPhaseParams,
+    TumourSpheroidParams,
+)
 
 
 @hookimpl
@@ -31,3 +36,14 @@ def register_references(register):
              "spheroid-parameter MCMC with the exact phase likelihood (unsmoothed speckle)")
     register("oce-algebraic", "invdiff_oce.reference:AlgebraicReference", Params,
              "stress/strain point estimate under the compliant layer (no std)")
+
+
+@hookimpl
+def register_metrics(register):
+    register("oce-inclusion-iou", "invdiff_oce.metrics:InclusionIoU", InclusionMetricParams,
+             "iou: IoU of the thresholded inclusion, posterior mean vs truth (spheroid prior)")
+    register("oce-spheroid-modulus", "invdiff_oce.metrics:SpheroidModulusError",
+             InclusionMetricParams,
+             "spheroid_rel_err: relative error of the spheroid's mean modulus (posterior mean)")
+    register("oce-gel-modulus", "invdiff_oce.metrics:GelModulusError", Params,
+             "gel_rel_err: relative error of the gel modulus (body median, posterior mean)")
