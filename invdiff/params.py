@@ -37,6 +37,11 @@ class ScoreNetParams(Params):
 #: however many chains run (4096 chains of the demo's U-Net at 16 x 16: 1177 MB peak in one
 #: call, 401 MB in calls of 256, the same samples; benchmarks/sampling_memory.py).
 DEFAULT_CHUNK_SIZE = 256
+#: What sampling uses unless told otherwise (the config's [sampling] section and
+#: invdiff.sample_posterior alike): the sampler, posterior samples per measurement, CPU threads.
+DEFAULT_SAMPLER = "annealed-langevin"
+DEFAULT_N_SAMPLES = 100
+DEFAULT_THREADS = 1
 #: T of the NCSNv2 ladder rule and of annealed Langevin: Langevin steps per noise level
 DEFAULT_STEPS_PER_LEVEL = 5
 

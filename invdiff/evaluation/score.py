@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from invdiff.params import DEFAULT_THREADS
 from invdiff.sampling.posterior import DEFAULT_QUANTILES, Posterior, sample_measurements
 from invdiff.training import distributed
 
@@ -38,7 +39,8 @@ class Scored:
 
 
 def sample_shared_out(model: Any, y: torch.Tensor, seed: int, sampler: Any, n: int,
-                      threads: int | None = 1, quantiles: Sequence[float] = DEFAULT_QUANTILES,
+                      threads: int | None = DEFAULT_THREADS,
+                      quantiles: Sequence[float] = DEFAULT_QUANTILES,
                       **sampler_params: Any) -> Posterior | None:
     """The posterior of every measurement in ``y (M, *y_shape)``, chains of measurement m
     seeded by ``(seed, m)``. Under torchrun each rank samples its share
@@ -75,7 +77,7 @@ def sample_and_score(
     components: tuple[Any, Any, Any] | None = None,
     calibration_levels: Sequence[float] | None = None,
     rank_bins: int | None = None,
-    threads: int | None = 1,
+    threads: int | None = DEFAULT_THREADS,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     **sampler_params: Any,
 ) -> Scored | None:

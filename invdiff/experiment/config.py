@@ -41,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from invdiff.errors import ConfigError, UnknownComponentError
+from invdiff.params import DEFAULT_N_SAMPLES, DEFAULT_SAMPLER, DEFAULT_THREADS
 from invdiff.training.config import TrainingConfig  # the trainer's own model: one source of truth
 
 
@@ -101,12 +102,12 @@ class LadderConfig(Section):
 
 class SamplingConfig(Section):
     sampler: ComponentSpec = Field(
-        default_factory=lambda: ComponentSpec(name="annealed-langevin")
+        default_factory=lambda: ComponentSpec(name=DEFAULT_SAMPLER)
     )
-    n_samples: int = Field(100, ge=2)
+    n_samples: int = Field(DEFAULT_N_SAMPLES, ge=2)
     seed: int = 1
-    threads: int | None = Field(1, ge=1, description="CPU threads while sampling; None: one "
-                                "per core (see training.threads)")
+    threads: int | None = Field(DEFAULT_THREADS, ge=1, description="CPU threads while "
+                                "sampling; None: one per core (see training.threads)")
     reference: ComponentSpec | None = Field(
         None, description="reference posterior to compare with (kind 'reference'; name 'none': "
                           "no comparison); default: the one the prior names")

@@ -29,10 +29,15 @@ def expected_clean_rms(prior: GaussianFieldPrior, forward_model: LinearBlur) -> 
     return math.sqrt(float(((a @ c) * a).sum() + m.square().sum()) / a.shape[0])
 
 
+#: The reference problem observes half the pixels, so that its posterior has both certain and
+#: uncertain regions; the ``blur`` component on its own observes every pixel unless told.
+PROBLEM_MASK_FRACTION = 0.5
+
+
 def make_problem(
     n: int = 16,
     blur: float = 1.0,
-    mask_fraction: float = 0.5,
+    mask_fraction: float = PROBLEM_MASK_FRACTION,
     noise_level: float = 0.05,
     length_scale: float = 0.2,
     variance: float = 1.0,

@@ -33,6 +33,7 @@ from invdiff.checks import as_batch, seeded_generator
 from invdiff.errors import ConfigError
 from invdiff.interfaces import Sampler, ScoreFn
 from invdiff.io import atomic_write
+from invdiff.params import DEFAULT_N_SAMPLES, DEFAULT_SAMPLER, DEFAULT_THREADS
 from invdiff.runtime import torch_threads
 
 __all__ = ["Posterior", "sample_posterior", "sample_measurements", "quantile"]
@@ -157,12 +158,12 @@ def _jsonable(obj: Any) -> Any:
 def sample_posterior(
     score_or_model: ScoreFn,
     y: torch.Tensor,
-    sampler: str | Sampler = "annealed-langevin",
-    n: int = 100,
+    sampler: str | Sampler = DEFAULT_SAMPLER,
+    n: int = DEFAULT_N_SAMPLES,
     sigmas: torch.Tensor | Sequence[float] | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     generator: torch.Generator | None = None,
-    threads: int | None = 1,
+    threads: int | None = DEFAULT_THREADS,
     **sampler_params: Any,
 ) -> Posterior:
     """Draw ``n`` posterior samples for each measurement in ``y (M, *y_shape)`` (or one y).
@@ -219,11 +220,11 @@ def sample_measurements(
     y: torch.Tensor,
     seed: int,
     indices: Sequence[int] | None = None,
-    sampler: str | Sampler = "annealed-langevin",
-    n: int = 100,
+    sampler: str | Sampler = DEFAULT_SAMPLER,
+    n: int = DEFAULT_N_SAMPLES,
     sigmas: torch.Tensor | Sequence[float] | None = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    threads: int | None = 1,
+    threads: int | None = DEFAULT_THREADS,
     **sampler_params: Any,
 ) -> Posterior:
     """:func:`sample_posterior` one measurement at a time, measurement ``indices[i]`` (default

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
+from invdiff.params import DEFAULT_THREADS
+
 __all__ = ["TrainingConfig", "RESUMABLE_CHANGES", "LossWeighting", "LossWeightingOption"]
 
 #: Config fields that may change when resuming: they do not alter the weight trajectory.
@@ -58,9 +60,9 @@ class TrainingConfig(BaseModel):
     seed: int = 0
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
     threads: int | None = Field(
-        1, ge=1, description="CPU threads (torch and BLAS) while training; None: torch's "
-        "default, one per core. One is the default: on a shared or loaded machine more threads "
-        "made a small net's step 2-13x slower (docs/training.md, thread policy)"
+        DEFAULT_THREADS, ge=1, description="CPU threads (torch and BLAS) while training; None: "
+        "torch's default, one per core. One is the default: on a shared or loaded machine more "
+        "threads made a small net's step 2-13x slower (docs/training.md, thread policy)"
     )
     redraw_noise: bool = Field(False, description="fresh measurement noise on y every epoch")
     sigma_sampling: Literal["ladder", "log-normal"] = Field(
