@@ -10,10 +10,22 @@ log-likelihood of the field, :class:`ParameterPosterior` is
 and :func:`sample_parameter_posterior` samples it and pushes the draws to the posterior mean and
 std FIELDS. Plugins supply the likelihood (Gaussian noise through an FEM, the OCE phase noise).
 
-Sampler: the affine-invariant ensemble "stretch move" (Goodman & Weare 2010, the move of emcee):
-for walker X_k and a walker X_j of the other half of the ensemble, propose
-Y = X_j + z (X_k - X_j) with z ~ g(z) ∝ 1/sqrt(z) on [1/a, a], and accept with probability
-min(1, z^(d-1) p(Y) / p(X_k)). Each half moves in parallel (one batched likelihood call).
+Sampler: the affine-invariant ensemble "stretch move" (Goodman & Weare 2010) of emcee
+(Foreman-Mackey et al. 2013, ``emcee.EnsembleSampler`` with ``vectorize=True``): the walkers are
+split at random into two halves; for walker X_k of one half and a walker X_j drawn from the
+other, propose Y = X_j + z (X_k - X_j) with z ~ g(z) ∝ 1/sqrt(z) on [1/a, a], a = 2, and accept
+with probability min(1, z^(d-1) p(Y) / p(X_k)), d the number of free parameters. Each half
+moves in one batched likelihood call (one batched forward solve of its walkers). The random
+stream is MT19937 seeded from ``seed``: a chain is reproducible for a given seed.
+
+The prior's box: a proposal outside it has p(Y) = 0 and is rejected (the walker stays). This
+keeps the posterior exact: the stretch move is a Metropolis-Hastings step whose Hastings factor
+is z^(d-1), and a zero target density outside the support only makes the acceptance
+probability zero there. Folding proposals back into the box by reflection would change the
+proposal kernel, so that z^(d-1) would no longer be its Hastings factor, and bias the posterior
+next to a wall. Reflection (:func:`reflect_into`) is used only for the starting walkers, which
+do not affect the stationary distribution. A periodic parameter (``periods``) has no wall: its
+walkers move on the real line and the posterior reads them modulo the period.
 
 Start (``init``): "map" (default) takes the best of ``init_factor * n_walkers`` prior draws,
 refines it by Nelder-Mead on -log p, and starts the walkers in a small ball (``init_scale`` of
@@ -28,7 +40,6 @@ so read them as indicative).
 from __future__ import annotations
 
 import abc
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,18 +49,23 @@ from typing import Any
 import numpy as np
 import scipy.optimize
 import torch
-from tqdm.auto import tqdm
 
+from invdiff.data.simulation import _default_spec
 from invdiff.errors import ConfigError
 from invdiff.evaluation.mcmc_diagnostics import effective_sample_size, split_rhat
+from invdiff.integrity import fingerprint
 from invdiff.interfaces import ReferencePosterior, ReferenceResult
 from invdiff.io import cached_arrays
 from invdiff.runtime import torch_threads
 
 LogProb = Callable[[np.ndarray], np.ndarray]
 
-__all__ = ["MCMCResult", "ParameterPosterior", "sample_parameter_posterior", "stretch_move",
-           "initial_walkers", "reflect_into", "uniform_box", "ParameterMCMCReference"]
+__all__ = ["MCMCResult", "ParameterPosterior", "sample_parameter_posterior", "ensemble_sample",
+           "initial_walkers", "reflect_into", "uniform_box", "ParameterMCMCReference", "SAMPLER"]
+
+#: Names the sampler in the MCMC references' cache keys: chains written by another sampler are
+#: not read back.
+SAMPLER = "emcee-stretch"
 
 
 def uniform_box(n: int, lows: list[float], highs: list[float], generator, device) -> torch.Tensor:
@@ -89,32 +105,33 @@ class MCMCResult:
                 "seconds": np.asarray(self.seconds), "solves": np.asarray(self.n_forward_solves)}
 
 
-def stretch_move(log_prob: LogProb, init: np.ndarray, n_steps: int, rng: np.random.Generator,
-                 a: float = 2.0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Ensemble sampling of ``log_prob`` ((k, d) -> (k,)) from walkers ``init`` (W, d), W even.
+def ensemble_sample(log_prob: LogProb, init: np.ndarray, n_steps: int,
+                    rng: np.random.Generator, a: float = 2.0, progress: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Ensemble sampling of ``log_prob`` ((k, d) -> (k,), -inf where the density is zero) from
+    walkers ``init`` (W, d), W even and at least 2 d + 2, by emcee's stretch move with scale
+    ``a`` (module docstring). ``log_prob`` gets all walkers of one half in one call.
 
+    emcee's MT19937 stream is seeded from ``rng``: equal generator states give equal chains.
     Returns the chain (n_steps, W, d) and the acceptance indicator (n_steps, W).
     """
+    import emcee
+
     x = np.array(init, dtype=np.float64)
     n_walkers, d = x.shape
     if n_walkers < 2 * d + 2 or n_walkers % 2:
         raise ConfigError(f"n_walkers={n_walkers} must be even and at least 2 d + 2 = {2 * d + 2}")
-    lp = log_prob(x)
-    halves = (np.arange(0, n_walkers // 2), np.arange(n_walkers // 2, n_walkers))
-    chain = np.empty((n_steps, n_walkers, d))
+    random = np.random.RandomState(np.random.MT19937(int(rng.integers(2**63))))
+    sampler = emcee.EnsembleSampler(n_walkers, d, log_prob, moves=emcee.moves.StretchMove(a=a),
+                                    vectorize=True)
     accepted = np.zeros((n_steps, n_walkers), dtype=bool)
-    for t in tqdm(range(n_steps), disable=not progress, desc="MCMC"):
-        for moving, other in (halves, halves[::-1]):
-            partners = x[rng.choice(other, size=len(moving))]
-            z = ((a - 1.0) * rng.random(len(moving)) + 1.0) ** 2 / a
-            proposal = partners + z[:, None] * (x[moving] - partners)
-            lp_new = log_prob(proposal)
-            log_ratio = (d - 1) * np.log(z) + lp_new - lp[moving]
-            ok = np.log(rng.random(len(moving))) < log_ratio
-            x[moving[ok]], lp[moving[ok]] = proposal[ok], lp_new[ok]
-            accepted[t, moving] = ok
-        chain[t] = x
-    return chain, accepted
+    before = np.zeros(n_walkers, dtype=np.int64)
+    start = emcee.State(x, random_state=random.get_state())
+    for t, _ in enumerate(sampler.sample(start, iterations=n_steps, progress=progress)):
+        total = sampler.backend.accepted  # accepted moves per walker so far
+        accepted[t] = total > before
+        before = total.copy()
+    return sampler.get_chain(), accepted
 
 
 class ParameterPosterior:
@@ -211,7 +228,7 @@ def sample_parameter_posterior(
     with torch_threads(threads):
         start = initial_walkers(post, n_walkers, rng, init, init_factor, init_scale)
         n_init = post.n_solves
-        chain_free, accepted = stretch_move(post, start, n_steps, rng, progress=progress)
+        chain_free, accepted = ensemble_sample(post, start, n_steps, rng, progress=progress)
     chain = np.stack([post.full(c) for c in chain_free])  # (n_steps, W, d), angles wrapped
     kept = chain[burn:]
     rhat, ess = np.full(d, np.nan), np.full(d, np.nan)
@@ -237,7 +254,8 @@ class ParameterMCMCReference(ReferencePosterior):
 
     Subclasses say which problems fit (:meth:`fits`) and build the :class:`ParameterPosterior`
     of one measurement (:meth:`parameter_posterior`). With ``cache`` set, each chain's summary
-    is stored under a digest of its measurement and chain settings (a rerun reads it back).
+    is stored under :meth:`cache_key`, a fingerprint of all that determines the chain (a rerun
+    reads it back; a changed problem or chain setting runs a new chain).
     """
 
     def __init__(self, n_ref: int = 2, n_steps: int = 2000, n_walkers: int = 32,
@@ -269,8 +287,11 @@ class ParameterMCMCReference(ReferencePosterior):
         rows = []
         for m in range(min(self.n_ref, len(y))):
             clean = None if y_clean is None else y_clean[m]
-            rows.append(self._cached(m, y[m], clean, lambda m=m, clean=clean: self._chain(
-                prior, forward_model, noise_model, y[m], clean, m)))
+            rows.append(self._cached(
+                lambda m=m, clean=clean: self.cache_key(prior, forward_model, noise_model, y[m],
+                                                        clean, m),
+                lambda m=m, clean=clean: self._chain(prior, forward_model, noise_model, y[m],
+                                                     clean, m)))
         shape = tuple(prior.shape)
         mean = torch.stack([torch.from_numpy(r["mean"]).reshape(shape) for r in rows])
         std = torch.stack([torch.from_numpy(r["std"]).reshape(shape) for r in rows])
@@ -282,24 +303,39 @@ class ParameterMCMCReference(ReferencePosterior):
                   "solves": float(np.mean([r["solves"] for r in rows])),
                   "steps": self.n_steps, "walkers": self.n_walkers, "sampled": True})
 
+    def chain_options(self, m: int) -> dict[str, Any]:
+        """The options of :func:`sample_parameter_posterior` for measurement ``m`` (all that
+        shape the chain, defaults spelled out so that they enter :meth:`cache_key`)."""
+        return {"n_steps": self.n_steps, "n_walkers": self.n_walkers, "seed": self.seed + m,
+                "burn_in": self.burn_in, "init": "map", "init_factor": 4, "init_scale": 1e-3,
+                "max_field_samples": 4000}
+
+    def cache_key(self, prior: Any, forward_model: Any, noise_model: Any, y: torch.Tensor,
+                  y_clean: torch.Tensor | None, m: int) -> str:
+        """The fingerprint (:func:`invdiff.integrity.fingerprint`) under which the chain of
+        measurement ``m`` is cached: the sampler (:data:`SAMPLER`), this reference's class, its
+        chain options, each component's class and plain settings (prior ranges, forward model
+        settings, noise level), the prior's box and the measurement ``y`` (and ``y_clean``,
+        which may set the noise std)."""
+        spec = {"sampler": SAMPLER, "reference": type(self).__module__ + "."
+                + type(self).__qualname__, "chain": self.chain_options(m),
+                "components": _default_spec(prior, forward_model, noise_model)}
+        return fingerprint(spec, torch.as_tensor(prior.bounds, dtype=torch.float64),
+                           torch.as_tensor(y, dtype=torch.float64),
+                           None if y_clean is None else torch.as_tensor(y_clean,
+                                                                        dtype=torch.float64))
+
     def _chain(self, prior: Any, forward_model: Any, noise_model: Any, y: torch.Tensor,
                y_clean: torch.Tensor | None, m: int) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         post = self.parameter_posterior(prior, forward_model, noise_model, y, y_clean)
-        res = sample_parameter_posterior(post, n_steps=self.n_steps, n_walkers=self.n_walkers,
-                                         seed=self.seed + m, burn_in=self.burn_in,
-                                         progress=self.progress)
+        res = sample_parameter_posterior(post, progress=self.progress, **self.chain_options(m))
         res.seconds = time.perf_counter() - t0
         return res.summary_arrays()
 
-    def _cached(self, m: int, y: torch.Tensor, y_clean: torch.Tensor | None,
-                compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def _cached(self, key: Callable[[], str], compute: Callable[[], dict[str, np.ndarray]]
+                ) -> dict[str, np.ndarray]:
         if self.cache is None:
             return compute()
-        h = hashlib.sha1(y.detach().double().cpu().numpy().tobytes())
-        if y_clean is not None:
-            h.update(y_clean.detach().double().cpu().numpy().tobytes())
-        h.update(repr((type(self).__name__, self.n_steps, self.n_walkers, self.burn_in,
-                       self.seed + m)).encode())
-        name = f"{type(self).__name__}-{self.n_steps}x{self.n_walkers}-{h.hexdigest()[:12]}.npz"
+        name = f"{type(self).__name__}-{self.n_steps}x{self.n_walkers}-{key()}.npz"
         return cached_arrays(Path(self.cache) / name, compute)

@@ -9,7 +9,8 @@ fixes that parameter), F the forward model (the :class:`ElasticityFEM` measureme
 box works) and s the ABSOLUTE noise std. Data made with the core ``gaussian`` noise model and
 ``level=`` use s = level * RMS(clean y) per sample; the reference likelihood then takes that s
 computed from the TRUE clean signal (:func:`relative_noise_std`), treating it as known, which
-is what the simulator did. The sampler is the core's (:mod:`invdiff.evaluation.mcmc`).
+is what the simulator did. The sampler is the core's (:mod:`invdiff.evaluation.mcmc`: emcee's
+affine-invariant stretch move, each half of the ensemble solved in one batched FEM call).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@
       p(theta | y) ∝ 1[theta in box] prod_pixels p_e(wrap(y - F(field(theta))) | Delta, row)
 
   (:mod:`invdiff_oce.likelihood`; exact when the noise model's speckle is unsmoothed), sampled
-  by the core's stretch-move ensemble (:func:`invdiff.evaluation.mcmc.sample_parameter_posterior`).
+  by the core's ensemble MCMC, emcee's affine-invariant stretch move
+  (:func:`invdiff.evaluation.mcmc.sample_parameter_posterior`).
   The orientation is an angle of period pi: when its range is the full period it moves on the
   circle (an ellipse at theta and theta + pi is the same).
 * ``oce-algebraic``: the stress/strain estimate (:mod:`invdiff_oce.algebraic`), a point
