@@ -63,13 +63,19 @@ class LadderParams(Params):
     progress: bool = Field(True, description="show a progress bar")
 
 
+#: The MCMC references' chains unless told otherwise: ensemble steps and walkers.
+DEFAULT_MCMC_STEPS = 2000
+DEFAULT_MCMC_WALKERS = 32
+
+
 class MCMCReferenceParams(Params):
     """Parameters of the MCMC references
     (:class:`invdiff.evaluation.mcmc.ParameterMCMCReference`)."""
 
     n_ref: int = Field(2, ge=1, description="measurements that get a chain (the first n_ref)")
-    n_steps: int = Field(2000, ge=4, description="ensemble steps per chain")
-    n_walkers: int = Field(32, ge=4, description="walkers (even, at least 2 d + 2)")
+    n_steps: int = Field(DEFAULT_MCMC_STEPS, ge=4, description="ensemble steps per chain")
+    n_walkers: int = Field(DEFAULT_MCMC_WALKERS, ge=4,
+                           description="walkers (even, at least 2 d + 2)")
     burn_in: int | None = Field(None, ge=0, description="discarded steps (None: n_steps // 2)")
     seed: int = Field(0, description="chain m uses seed + m")
     cache: str | None = Field(None, description="folder caching each chain's summary")

@@ -56,6 +56,7 @@ from invdiff.evaluation.mcmc_diagnostics import effective_sample_size, split_rha
 from invdiff.integrity import fingerprint
 from invdiff.interfaces import ReferencePosterior, ReferenceResult
 from invdiff.io import cached_arrays
+from invdiff.params import DEFAULT_MCMC_STEPS, DEFAULT_MCMC_WALKERS
 from invdiff.runtime import torch_threads
 
 LogProb = Callable[[np.ndarray], np.ndarray]
@@ -202,8 +203,8 @@ def reflect_into(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, periodic: list[b
 
 def sample_parameter_posterior(
     post: ParameterPosterior,
-    n_steps: int = 2000,
-    n_walkers: int = 32,
+    n_steps: int = DEFAULT_MCMC_STEPS,
+    n_walkers: int = DEFAULT_MCMC_WALKERS,
     seed: int = 0,
     burn_in: int | None = None,
     init: str = "map",
@@ -258,7 +259,8 @@ class ParameterMCMCReference(ReferencePosterior):
     reads it back; a changed problem or chain setting runs a new chain).
     """
 
-    def __init__(self, n_ref: int = 2, n_steps: int = 2000, n_walkers: int = 32,
+    def __init__(self, n_ref: int = 2, n_steps: int = DEFAULT_MCMC_STEPS,
+                 n_walkers: int = DEFAULT_MCMC_WALKERS,
                  burn_in: int | None = None, seed: int = 0, cache: str | None = None,
                  progress: bool = False) -> None:
         self.n_ref, self.n_steps, self.n_walkers = n_ref, n_steps, n_walkers
