@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from invdiff.errors import DataError
+
+
+def to_tensor(a: Any, name: str) -> torch.Tensor:
+    """``a`` (a torch tensor, or a NumPy array or nested list of real numbers) as a tensor.
+
+    Raises :class:`DataError` naming ``name`` for complex, boolean or non-numeric data, which
+    no measurement or field of invdiff can be."""
+    if not isinstance(a, torch.Tensor):
+        arr = np.asarray(a)
+        if arr.dtype.kind not in "fiu":
+            raise DataError(f"{name} must hold real numbers; got an array of dtype {arr.dtype} "
+                            f"(convert it to float, e.g. .astype('float32'))")
+        a = torch.from_numpy(np.ascontiguousarray(arr))
+    if a.is_complex() or a.dtype == torch.bool:
+        raise DataError(f"{name} must hold real numbers; got dtype {a.dtype} (for a complex "
+                        f"measurement give its real parts as channels)")
+    return a
 
 
 def as_batch(

@@ -177,5 +177,6 @@ def test_load_errors(tmp_path):
     with pytest.raises(DataError, match="not a readable"):
         invdiff.load_dataset(bad)
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
-    with pytest.raises(DataError, match="lacks arrays"):
+    with pytest.raises(DataError, match="lacks arrays"), pytest.warns(UserWarning,
+                                                                       match="no checksum"):
         invdiff.load_dataset(tmp_path / "other.npz")

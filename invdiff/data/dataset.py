@@ -8,6 +8,7 @@ metadata string. See ``docs/data-format.md``.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,8 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 def load_arrays(path: str | Path, fix: str) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` written by :func:`save_arrays`, checksum verified (and
     removed). An unreadable or damaged file raises :class:`DataError` naming it and ``fix``;
-    a file without checksum (older invdiff, or written by hand) loads as it is."""
+    a file without checksum (older invdiff, or written by hand) loads with a warning naming
+    it (damage to it cannot be detected)."""
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -206,7 +208,11 @@ def load_arrays(path: str | Path, fix: str) -> dict[str, np.ndarray]:
         raise DataError(f"{path} is not a readable .npz file (corrupt or truncated: "
                         f"{type(exc).__name__}: {first}); {fix}") from None
     stored = arrays.pop(CHECKSUM, None)
-    if stored is not None and content_digest(arrays) != str(stored):
+    if stored is None:
+        warnings.warn(f"{path} carries no checksum (written by an older invdiff or by hand), "
+                      f"so damage to its arrays cannot be detected; it is used as it is",
+                      stacklevel=3)
+    elif content_digest(arrays) != str(stored):
         raise DataError(f"{path} is damaged: its arrays do not match the sha256 checksum "
                         f"written with them; {fix}")
     return arrays

@@ -8,6 +8,11 @@ one ``.npz`` dataset (see :mod:`invdiff.data.dataset`) and the parts folder is r
 
 Pairs with a non-finite x, clean or noisy y are dropped and counted (``meta["dropped"]``),
 never kept silently.
+
+Failures name what failed: a component that raises is a :class:`DataError` naming the chunk,
+its seed and the component (:func:`invdiff.data.chunks.run_chunk`); a worker process that dies
+(killed for memory) is a :class:`DataError` that says so and what to lower. Every chunk that
+finished before the failure, in whatever order, is written first, so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import multiprocessing as mp
 import os
 import shutil
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +81,7 @@ def simulate(
     spec: Any = None,
     executor: str = "local",
     scheduler: str | None = None,
+    security: Any = None,
 ) -> Dataset:
     """Simulate ``n`` pairs (fewer if some are dropped as non-finite) and return a Dataset.
 
@@ -90,11 +97,19 @@ def simulate(
         executor: ``"local"`` (a process pool of ``workers``) or ``"dask"``
             (:mod:`invdiff.data.dask_executor`: a LocalCluster of ``workers`` processes, or the
             running ``scheduler``); the data do not depend on it.
+        security: dask only: TLS credentials (a ``distributed.security.Security``, or a dict
+            ``{"ca_file": ..., "cert": ..., "key": ...}``, :func:`invdiff.data.dask_executor.
+            make_security`) for the scheduler, workers and client.
+
+    Before any work, the memory the pairs need is compared with the memory available
+    (:mod:`invdiff.resources`); too little is a :class:`ConfigError` naming ``n``.
     """
     if executor not in ("local", "dask"):
         raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'dask'")
     if n < 1 or chunk_size < 1 or workers < 1:
         raise ConfigError(f"need n, chunk_size, workers >= 1; got {n}, {chunk_size}, {workers}")
+    if seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed}")
     spec = spec if spec is not None else _default_spec(prior, forward_model, noise_model)
     signature = simulation_signature(n, chunk_size, seed, spec)
     meta = {"n_requested": n, "chunk_size": chunk_size, "seed": seed, "spec": spec,
@@ -109,6 +124,8 @@ def simulate(
         if existing is not None:
             return existing
         parts_dir = path.with_name(path.name + ".parts")
+    _check_memory(prior, forward_model, n, workers * chunk_size)
+    if parts_dir is not None:
         done = _load_parts(parts_dir, signature, len(sizes))
 
     todo = [(prior, forward_model, noise_model, size, chunk_seed(seed, i), i)
@@ -118,7 +135,8 @@ def simulate(
     if executor == "dask":
         from invdiff.data.dask_executor import map_chunks as dask_map
 
-        results = dask_map(todo, workers, scheduler)
+        tls = {"security": security} if security is not None else {}
+        results = dask_map(todo, workers, scheduler, **tls)
     else:
         results = _map_chunks(todo, workers)
     for index, arrays in results:
@@ -135,7 +153,20 @@ def simulate(
     return dataset
 
 
+def _check_memory(prior: Any, forward_model: Any, n: int, in_flight: int) -> None:
+    from invdiff.resources import check_memory, problem_shapes, simulation_bytes
+
+    shapes = problem_shapes(prior, forward_model)
+    if shapes is not None:
+        check_memory(simulation_bytes(n, *shapes, in_flight=min(in_flight, n)), setting="n",
+                     value=n, what=f"the simulated pairs (x {shapes[0]}, y {shapes[1]})",
+                     fix=", or workers x chunk_size")
+
+
 def _map_chunks(todo: list[tuple], workers: int):
+    """Yield ``(index, arrays)`` of the chunks in ``todo`` as they finish (any order). After
+    a failure, the chunks already finished are yielded (to be written) before it is raised,
+    and chunks not yet started are cancelled."""
     if workers == 1 or len(todo) <= 1:
         for args in todo:
             yield run_chunk(args)
@@ -144,9 +175,44 @@ def _map_chunks(todo: list[tuple], workers: int):
     # re-import of torch); workers then use one thread each, as torch's DataLoader workers do.
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=worker_init, initargs=(os.getpid(),)) as pool:
-        yield from pool.map(run_chunk, todo)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=worker_init,
+                               initargs=(os.getpid(),))
+    try:
+        pending = {pool.submit(run_chunk, args): args for args in todo}
+        failure: BaseException | None = None
+        lost: list[tuple] = []  # chunks a dead worker took down with the pool
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(finished, key=lambda f: pending[f][-1]):
+                args = pending.pop(fut)
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if exc is None:
+                    yield fut.result()
+                    continue
+                if isinstance(exc, BrokenProcessPool):
+                    lost.append(args)
+                elif failure is None:
+                    failure = exc
+                for other in pending:  # chunks not started: not worth starting
+                    other.cancel()
+        if failure is not None:
+            raise failure
+        if lost:
+            raise _worker_died(lost)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_died(lost: list[tuple]) -> DataError:
+    chunks = ", ".join(f"{index} (seed {seed})" for *_, seed, index in lost[:5])
+    more = f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+    return DataError(
+        f"a simulation worker died (killed for memory?) with chunks {chunks}{more} unfinished; "
+        f"lower data.workers or data.chunk_size (workers x chunk_size pairs are in memory at "
+        f"once), then rerun: finished chunks are kept when simulating to a file"
+    )
 
 
 def _existing_dataset(path: Path, signature: str) -> Dataset | None:

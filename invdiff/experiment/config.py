@@ -42,7 +42,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from invdiff.errors import ConfigError, UnknownComponentError
 from invdiff.params import DEFAULT_N_SAMPLES, DEFAULT_SAMPLER, DEFAULT_THREADS
-from invdiff.training.config import TrainingConfig  # the trainer's own model: one source of truth
+from invdiff.training.config import (  # the trainer's own model: one source of truth
+    TrainingConfig,
+    seed_field,
+)
 
 
 class Section(BaseModel):
@@ -62,13 +65,25 @@ class ProblemConfig(Section):
     noise_model: ComponentSpec
 
 
+class SecurityConfig(Section):
+    """TLS between this process and a Dask cluster (``data.security``): PEM files of a
+    certificate authority, and a certificate (with its key) that it signed. Dask exchanges
+    pickles, which can run code: on a network you do not trust, use ``tls://`` with these
+    (docs/scale-out.md)."""
+
+    ca_file: str = Field(description="the certificate authority the peers must be signed by")
+    cert: str = Field(description="this side's certificate; a LocalCluster's scheduler and "
+                      "workers use it too")
+    key: str | None = Field(None, description="the certificate's private key (unset: in cert)")
+
+
 class DataConfig(Section):
     n_train: int = Field(2000, ge=2)
     n_val: int = Field(200, ge=0)
     n_test: int = Field(5, ge=1, description="held-out measurements to sample")
     chunk_size: int = Field(256, ge=1)
     workers: int = Field(1, ge=1, description="processes that simulate chunks in parallel")
-    seed: int = 0
+    seed: int = seed_field(0, "master seed of the simulated pairs")
     executor: Literal["local", "dask"] = Field(
         "local", description="where chunks run: 'local' (a process pool of `workers`) or "
         "'dask' (dask.distributed; pip install 'invdiff[dask]'): the same data either way"
@@ -77,11 +92,26 @@ class DataConfig(Section):
         None, description="dask: address of a running scheduler (e.g. 'tcp://host:8786'); "
         "unset = a LocalCluster of `workers` single-threaded worker processes"
     )
+    # exclude: how chunks travel changes no result, so it stays out of every fingerprint and
+    # checkpoint (runs made before this field existed keep their keys; no key paths stored)
+    security: SecurityConfig | None = Field(
+        None, exclude=True, description="dask: TLS credentials (ca_file, cert, key) for the "
+        "scheduler, workers and client; needed for a tls:// scheduler"
+    )
 
     @model_validator(mode="after")
     def _scheduler_needs_dask(self) -> DataConfig:
         if self.scheduler is not None and self.executor != "dask":
             raise ValueError("data.scheduler is a Dask address: set data.executor = 'dask'")
+        if self.security is not None and self.executor != "dask":
+            raise ValueError("data.security is TLS for Dask: set data.executor = 'dask'")
+        tls = self.scheduler is not None and self.scheduler.startswith("tls://")
+        if tls and self.security is None:
+            raise ValueError(f"data.scheduler {self.scheduler!r} speaks TLS: set data.security "
+                             f"(ca_file, cert, key)")
+        if self.security is not None and self.scheduler is not None and not tls:
+            raise ValueError(f"data.security makes the cluster speak TLS: give data.scheduler "
+                             f"as tls://..., not {self.scheduler!r}")
         return self
 
 
@@ -105,7 +135,7 @@ class SamplingConfig(Section):
         default_factory=lambda: ComponentSpec(name=DEFAULT_SAMPLER)
     )
     n_samples: int = Field(DEFAULT_N_SAMPLES, ge=2)
-    seed: int = 1
+    seed: int = seed_field(1, "seed of the posterior chains")
     threads: int | None = Field(DEFAULT_THREADS, ge=1, description="CPU threads while "
                                 "sampling; None: one per core (see training.threads)")
     reference: ComponentSpec | None = Field(
@@ -220,9 +250,10 @@ def read_config_data(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no config file at {path}")
-    if path.resolve() in _seen:
+    if path.resolve() in _seen:  # resolved: ../dir/a.toml and a.toml are one file
         chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
-        raise ConfigError(f"{path}: `extends` loops back on itself ({chain}); remove one")
+        raise ConfigError(f"{path}: extends loop: {chain} (`extends` loops back on itself); "
+                          f"remove one")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -11,23 +11,28 @@ error message). Nested stages in one process (``run`` calls ``simulate``, ``trai
 ``sample``) share the lock, and so do the processes of one distributed job (``torchrun``:
 rank 0 holds it, the other ranks take part in its run). While it holds the lock, a stage
 removes the temporary files that atomic writes of a killed run left behind
-(:func:`invdiff.io.remove_stale_temporaries`).
+(:func:`invdiff.io.remove_stale_temporaries`: invdiff's own, whose writer is dead).
+
+The lock file is opened without following a symbolic link (``O_NOFOLLOW``) and must be a plain
+file with one name: a link planted in a shared output folder is refused, never written through.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invdiff.errors import FolderInUseError
+from invdiff.errors import FolderInUseError, InvdiffError
 from invdiff.io import remove_stale_temporaries
 
 LOCK_NAME = ".invdiff.lock"
@@ -39,7 +44,9 @@ _held: dict[Path, int] = {}  # folder -> nesting depth, for the locks this proce
 def stage_lock(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold the lock of ``folder`` (created if missing) for the block; yields the folder.
 
-    Raises :class:`FolderInUseError` when another process holds it."""
+    Raises :class:`FolderInUseError` when another process holds it, and
+    :class:`~invdiff.errors.InvdiffError` when ``<folder>/.invdiff.lock`` is a symbolic link,
+    a hard link or not a plain file."""
     folder = Path(folder).resolve()
     if _follower_rank():  # under torchrun, rank 0 holds the lock for the whole job
         yield folder
@@ -52,7 +59,7 @@ def stage_lock(folder: str | os.PathLike) -> Iterator[Path]:
             _held[folder] -= 1
         return
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open_lock_file(folder / LOCK_NAME)
     try:
         if not _try_lock(fd):
             raise FolderInUseError(
@@ -69,6 +76,33 @@ def stage_lock(folder: str | os.PathLike) -> Iterator[Path]:
             os.ftruncate(fd, 0)  # an empty label: nobody holds it
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file ``path`` (created if missing), refusing a symbolic link
+    (``O_NOFOLLOW``), anything but a plain file, and a file with other names (hard links): its
+    label is written into it, which must never land in a file the link points at."""
+    fix = (f"remove it (`rm {path}`; invdiff makes a new lock file) and check who put it there, "
+           f"or give this run another folder (--out)")
+    if path.is_symlink():  # also where O_NOFOLLOW does not exist (Windows)
+        raise InvdiffError(f"{path} is a symbolic link (to {os.readlink(path)}), not "
+                           f"invdiff's lock file; refusing to write through it: {fix}")
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link planted between the check and the open
+            raise InvdiffError(f"{path} is a symbolic link, not invdiff's lock file; "
+                               f"refusing to write through it: {fix}") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        what = "not a plain file" if not stat.S_ISREG(st.st_mode) else (
+            f"a file with {st.st_nlink} names (hard links)")
+        raise InvdiffError(f"{path} is {what}, not invdiff's lock file; refusing to write "
+                           f"to it: {fix}")
+    return fd
 
 
 def _follower_rank() -> bool:

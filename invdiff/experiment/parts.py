@@ -175,6 +175,7 @@ class ExperimentParts:
         d = self.cfg.data
         ds = simulate(*self.components, workers=d.workers, path=self.paths.dataset(which),
                       progress=self.progress, executor=d.executor, scheduler=d.scheduler,
+                      security=d.security,  # safety: TLS to the Dask cluster (data.security)
                       **self.simulation_settings(which))
         self._datasets.pop(which, None)  # read back (and checked) from the file when used
         return ds
@@ -266,10 +267,12 @@ class ExperimentParts:
         return self.cfg.model_dump(mode="json")
 
     # -- sampling ------------------------------------------------------------------------
-    def model(self, checkpoint: str | Path | None = None, source: str = "CONFIG") -> Any:
+    def model(self, checkpoint: str | Path | None = None, source: str = "CONFIG",
+              sha256: str | None = None) -> Any:
         """The trained model: the one this experiment just trained, else ``checkpoint``
         (default ``final.pt``) loaded on the config's device (this rank's GPU under
-        torchrun)."""
+        torchrun); ``sha256``: the bytes the file must have (hashed before, see
+        :func:`~invdiff.training.checkpoint.load_checkpoint`)."""
         import torch
 
         from invdiff.training import distributed
@@ -283,15 +286,17 @@ class ExperimentParts:
                                   f"--out {self.cfg.out_dir}` first")
         device = torch.device(self.cfg.training.device)
         ctx = distributed.setup(device)  # joins the process group under torchrun
-        model = load_model(ckpt, device=distributed.device_for(device, ctx))
+        model = load_model(ckpt, device=distributed.device_for(device, ctx),
+                           sha256=sha256)  # safety: loaded from the bytes that were hashed
         if checkpoint is None:
             self._model = model
         return model
 
-    def samples_key(self, checkpoint: Path) -> str:
+    def samples_key(self, checkpoint: Path, sha256: str | None = None) -> str:
         """The fingerprint of what the held-out samples depend on: the checkpoint's bytes
-        and the sampling settings."""
-        return fingerprint(file_sha256(checkpoint), self.cfg.sampling.model_dump(mode="json"))
+        (their ``sha256``, hashed here unless given) and the sampling settings."""
+        digest = sha256 if sha256 is not None else file_sha256(checkpoint)
+        return fingerprint(digest, self.cfg.sampling.model_dump(mode="json"))
 
     def reference(self, y: Any, y_clean: Any = None) -> tuple[Any, str]:
         """The reference posterior of measurements ``y`` (chains cached under

@@ -23,6 +23,7 @@ from invdiff.experiment.lock import stage_lock
 from invdiff.experiment.parts import ExperimentParts, RunPaths
 from invdiff.integrity import file_sha256
 from invdiff.io import atomic_write_text
+from invdiff.resources import check_stage_memory  # safety: limits checked before work
 
 __all__ = ["Experiment", "RunPaths", "run_simulate", "run_train", "run_sample", "run_run"]
 
@@ -42,6 +43,7 @@ class Experiment(ExperimentParts):
 
         p = self.paths
         with stage_lock(self.cfg.out_dir):
+            check_stage_memory(self, "simulate")  # safety: refuse sizes that cannot fit
             if not distributed.context().is_main:
                 distributed.wait_for_files(p.train, p.test)
                 return {"train": str(p.train), "test": str(p.test)}
@@ -58,6 +60,7 @@ class Experiment(ExperimentParts):
         from invdiff.training.trainer import Trainer
 
         with stage_lock(self.cfg.out_dir):
+            check_stage_memory(self, "train")  # safety: refuse sizes that cannot fit
             train, val = self.training_data
             sigmas, reasoning = self.ladder
             net, net_spec = self.build_net()
@@ -97,8 +100,11 @@ class Experiment(ExperimentParts):
 
         cfg, p, s = self.cfg, self.paths, self.cfg.sampling
         with stage_lock(cfg.out_dir):
+            check_stage_memory(self, "sample")  # safety: refuse sizes that cannot fit
             ckpt = Path(checkpoint) if checkpoint else p.final
-            model = self.model(checkpoint, source)
+            # safety: the checkpoint is hashed once, before loading, and loaded from those bytes
+            ckpt_sha256 = file_sha256(ckpt) if ckpt.is_file() else None
+            model = self.model(checkpoint, source, sha256=ckpt_sha256)
             self.dataset("train")  # data of other settings are refused here too (loaded once)
             test = self.dataset("test")
             ctx = distributed.context()
@@ -112,8 +118,8 @@ class Experiment(ExperimentParts):
             labels = field_labels(*self.components[:2])  # what x and y are, for the report
             metrics = {**scored.metrics, "sampler": s.sampler.name,
                        "world_size": ctx.world_size, "reference": ref.kind if ref else None,
-                       "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt),
-                       "samples_key": self.samples_key(ckpt),
+                       "checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha256,
+                       "samples_key": self.samples_key(ckpt, ckpt_sha256),
                        "sampling_config": s.model_dump(mode="json")}
             if ref is not None:
                 metrics.update({"ref_measurements": ref.index, "ref_seconds": ref.seconds,

@@ -29,10 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from invdiff.checks import as_batch, seeded_generator
-from invdiff.errors import ConfigError
+from invdiff.checks import as_batch, seeded_generator, to_tensor
+from invdiff.errors import ConfigError, DataError
 from invdiff.interfaces import Sampler, ScoreFn
-from invdiff.io import atomic_write
 from invdiff.params import DEFAULT_N_SAMPLES, DEFAULT_SAMPLER, DEFAULT_THREADS
 from invdiff.runtime import torch_threads
 
@@ -112,7 +111,8 @@ class Posterior:
         return lo, hi
 
     def save(self, path: str | Path) -> Path:
-        """Write samples and summaries atomically to an ``.npz`` (readable without invdiff)."""
+        """Write samples and summaries atomically to an ``.npz`` (readable without invdiff),
+        with the checksum of its arrays (array ``sha256``, as datasets carry)."""
         arrays = {
             "samples": self.samples.detach().cpu().numpy(),
             "mean": self.mean.detach().cpu().numpy(),
@@ -123,13 +123,23 @@ class Posterior:
             "seconds": np.asarray(self.seconds),
             "info": np.asarray(json.dumps(_jsonable(self.info))),
         }
-        return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        from invdiff.data.dataset import save_arrays  # one checksummed .npz rule
+
+        return save_arrays(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Posterior:
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as f:
-            a = {k: f[k] for k in f.files}
+        """Read a file written by :meth:`save`, its checksum verified: a damaged or unreadable
+        file is a :class:`~invdiff.errors.DataError` naming it; a file without checksum (older
+        invdiff) loads with a warning."""
+        from invdiff.data.dataset import load_arrays
+
+        a = load_arrays(path, "sample again (`invdiff sample CONFIG`) to write it afresh")
+        missing = {"samples", "mean", "std", "quantiles", "quantile_levels", "nfe", "seconds",
+                   "info"} - set(a)
+        if missing:
+            raise DataError(f"{path} lacks arrays {sorted(missing)}; it is not a posterior "
+                            f"written by invdiff (Posterior.save)")
         return cls(
             samples=torch.from_numpy(a["samples"]),
             mean=torch.from_numpy(a["mean"]),
@@ -166,7 +176,8 @@ def sample_posterior(
     threads: int | None = DEFAULT_THREADS,
     **sampler_params: Any,
 ) -> Posterior:
-    """Draw ``n`` posterior samples for each measurement in ``y (M, *y_shape)`` (or one y).
+    """Draw ``n`` posterior samples for each measurement in ``y (M, *y_shape)`` (or one y; a
+    torch tensor or a NumPy array).
 
     ``sampler``: a registered name (``sampler_params`` go to its factory) or a Sampler.
     ``sigmas``: the ladder; defaults to ``score_or_model.sigmas``. Units: y and the returned
@@ -189,10 +200,12 @@ def sample_posterior(
                 "no noise ladder: pass sigmas=... (e.g. invdiff.sampling.sigmas.geometric(sigma_1, "
                 "sigma_L, L)) or use a score model that carries .sigmas"
             )
+    y = to_tensor(y, "y")  # numpy measurements are welcome
     y_shape = getattr(score_or_model, "y_shape", None)
     if y_shape is not None:
         y = as_batch(y, tuple(y_shape), "y")
     y = y.to(_input_dtype(score_or_model, y))
+    _check_memory(score_or_model, sampler, y, n)  # safety: refuse sizes that cannot fit
     norm = getattr(score_or_model, "normalization", None)
     y_in = norm.normalize_y(y) if norm is not None else y
     sigmas = torch.as_tensor(sigmas).to(y.device)
@@ -205,6 +218,21 @@ def sample_posterior(
             samples.shape)
     return Posterior.from_samples(samples, quantiles, nfe=res.nfe, seconds=res.seconds,
                                   info=res.info)
+
+
+def _check_memory(score: Any, sampler: Any, y: torch.Tensor, n: int) -> None:
+    """Refuse ``n`` chains per measurement that cannot fit on y's device
+    (:mod:`invdiff.resources`); skipped when neither the score nor the sampler knows x's
+    shape."""
+    from invdiff.resources import check_memory, sampling_bytes
+
+    x_shape = getattr(score, "x_shape", None) or getattr(sampler, "x_shape", None)
+    if x_shape is None:
+        return
+    m = int(y.shape[0])
+    check_memory(sampling_bytes(m, n, tuple(x_shape)), setting="n", value=n,
+                 what=f"{n} chains of x {tuple(x_shape)} for each of {m} measurements",
+                 fix=" or sample fewer measurements per call", device=y.device)
 
 
 def _input_dtype(score: Any, y: torch.Tensor) -> torch.dtype:

@@ -33,6 +33,7 @@ from invdiff.experiment.config import (
     parse_config,
 )
 from invdiff.plugins import get_registry, validate_params
+from invdiff.training.config import seed_field
 
 CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -89,7 +90,7 @@ class Preset(Section):
     weights: Literal["ema", "raw", "auto"] = Field(
         "ema", description="auto: EMA or raw, whichever has the lower final validation loss")
     n_samples: int = Field(64, ge=2, description="posterior samples per measurement")
-    seed: int = 1
+    seed: int = seed_field(1, "seed of the posterior chains of every cell")
     calibration_levels: list[float] = Field(default_factory=lambda: list(CALIBRATION_LEVELS))
     rank_bins: int = Field(10, ge=2, description="bins of the SBC rank histograms")
     base: dict[str, Any] = Field(default_factory=dict)
@@ -170,17 +171,21 @@ def read_preset_text(name_or_path: str | Path) -> tuple[str, str]:
     return res.read_text(), f"preset {name_or_path}"
 
 
-def read_preset_data(name_or_path: str | Path, _seen: tuple[str, ...] = ()
+def read_preset_data(name_or_path: str | Path, _seen: tuple[tuple[str, str], ...] = ()
                      ) -> tuple[dict[str, Any], str]:
     """(TOML tables, source name) of a preset, with ``extends`` resolved.
 
     ``extends = "cpu"`` builds on a shipped preset (or on a TOML file, relative to a preset
     file): the tables here are merged into its tables, key by key. ``runs`` is not inherited
-    (two presets writing one run folder would clash): unset, it is ``runs/study/<name>``."""
+    (two presets writing one run folder would clash): unset, it is ``runs/study/<name>``.
+    Files are compared by their resolved paths, so an ``extends`` chain that comes back to a
+    file by another spelling (``../dir/a.toml``) is an ``extends loop`` error naming the chain."""
     text, source = read_preset_text(name_or_path)
-    if source in _seen:
-        raise ConfigError(f"{source}: `extends` loops back on itself "
-                          f"({' -> '.join((*_seen, source))}); remove one")
+    key = _preset_key(name_or_path, source)
+    if key in [k for k, _ in _seen]:
+        chain = " -> ".join([*(s for _, s in _seen), source])
+        raise ConfigError(f"{source}: extends loop: {chain} (`extends` loops back on itself); "
+                          f"remove one")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -193,12 +198,21 @@ def read_preset_data(name_or_path: str | Path, _seen: tuple[str, ...] = ()
                           f'extends = "cpu"')
     here = Path(name_or_path).parent / base
     merged, _ = read_preset_data(here if Path(base).suffix and here.is_file() else base,
-                                 (*_seen, source))
+                                 (*_seen, (key, source)))
     merged.pop("runs", None)
     deep_update(merged, data)
     if isinstance(merged.get("name"), str):
         merged.setdefault("runs", f"runs/study/{merged['name']}")
     return merged, source
+
+
+def _preset_key(name_or_path: str | Path, source: str) -> str:
+    """What identifies a preset in an ``extends`` chain: a file's resolved path, or the
+    shipped preset's name."""
+    path = Path(name_or_path)
+    if path.suffix or path.exists():
+        return str(path.resolve())
+    return source
 
 
 def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) -> Preset:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from invdiff.errors import DataError
 from invdiff.evaluation.references import Reference, reference_on
 from invdiff.evaluation.score import Scored, sample_and_score
 from invdiff.experiment.run import Experiment
-from invdiff.integrity import fingerprint
+from invdiff.integrity import content_digest, fingerprint
 from invdiff.io import atomic_write_text
 from invdiff.training.checkpoint import load_model
 
@@ -168,6 +169,39 @@ def cell_metrics(scored: Scored) -> tuple[dict[str, Any], dict[str, Any]]:
     return m, scored.calibration
 
 
+def write_cell(path: Path, metrics: dict[str, Any], calib: dict[str, Any]) -> None:
+    """Write a finished cell atomically as JSON ``{"cell": [metrics, calibration],
+    "checksum": ...}``, the checksum (:func:`invdiff.integrity.content_digest`) over the cell
+    as it reads back from JSON."""
+    cell = json.loads(json.dumps([metrics, calib]))
+    atomic_write_text(path, json.dumps({"cell": cell, "checksum": content_digest(cell)}))
+
+
+def read_cell(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(metrics, calibration)`` of a cell written by :func:`write_cell`, or None when
+    there is none or it is unreadable or damaged (then it is computed again, with a warning).
+    A cell without checksum (older invdiff) is used, with a warning."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, list):  # written before cells carried a checksum
+            metrics, calib = data
+            warnings.warn(f"study cell {path} carries no checksum (written by an older "
+                          f"invdiff), so damage to it cannot be detected; delete it to "
+                          f"compute the cell again", stacklevel=2)
+            return metrics, calib
+        cell = data["cell"]
+        if content_digest(cell) != data["checksum"]:
+            raise ValueError("its numbers do not match the sha256 checksum written with them")
+        metrics, calib = cell
+        return metrics, calib
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.warn(f"study cell {path} is damaged ({exc}); computing the cell again",
+                      stacklevel=2)
+        return None
+
+
 def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Reference | None
              ) -> Scored:
     """Sample the held-out posteriors with one sampler, scored (the path of
@@ -231,13 +265,14 @@ def run_problem(preset: Preset, problem: str, result: StudyResult,
             for sampler in preset.samplers:
                 key = cell_key(preset, sampler, h, exp, ema)
                 cache = exp.paths.out / "study" / f"{sampler}-test{noise_test:g}-{key}.json"
-                if cache.exists():
-                    metrics, calib = json.loads(cache.read_text())
+                cached = read_cell(cache)
+                if cached is not None:
+                    metrics, calib = cached
                 else:
                     if model is None:
                         model = load_model(exp.paths.final, device=preset.device, ema=ema)
                     metrics, calib = cell_metrics(run_cell(preset, model, sampler, h, ref))
-                    atomic_write_text(cache, json.dumps([metrics, calib]))
+                    write_cell(cache, metrics, calib)
                 cell = {"problem": problem, "net": net, "sampler": sampler,
                         "noise_param": spec.noise_param, "noise_train": noise_train,
                         "noise_test": noise_test, "weights": "ema" if ema else "raw",

@@ -20,11 +20,18 @@ A checkpoint is a ``torch.save`` of a dict of tensors and plain values only, so 
 
 Dict-valued configs are stored as JSON strings so that ``weights_only`` loading needs no
 allow-listed classes; :func:`load_checkpoint` decodes them back into dicts.
+
+``weights_only`` loading is safe on torch 2.6 and later only: earlier releases have a published
+bypass (CVE-2025-32434) through which a crafted file runs code, so on them every load is
+refused (:data:`MIN_SAFE_TORCH`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,8 +49,11 @@ REQUIRED_KEYS = ("format_version", "model", "ema", "optimizer", "step", "normali
                  "sigmas", "experiment", "net_spec", "training")
 _JSON_KEYS = ("experiment", "net_spec")
 CHECKSUM_KEY = "checksum"  # content_digest of every other field, verified on load
+#: the first torch whose ``weights_only`` loading has no known way to run code from a file
+MIN_SAFE_TORCH = (2, 6)
 
-__all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "load_model"]
+__all__ = ["FORMAT_VERSION", "MIN_SAFE_TORCH", "save_checkpoint", "load_checkpoint", "load_model",
+           "check_safe_torch"]
 
 
 def save_checkpoint(
@@ -87,21 +97,61 @@ def save_checkpoint(
     return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+def check_safe_torch(path: str | Path | None = None) -> None:
+    """Refuse to load checkpoints on a torch older than :data:`MIN_SAFE_TORCH`, whose
+    ``weights_only`` loading a crafted file can bypass to run code (CVE-2025-32434)."""
+    found = _torch_version(torch.__version__)
+    if found is None or found >= MIN_SAFE_TORCH:
+        return
+    what = f"{path}: " if path is not None else ""
+    raise CheckpointError(
+        f"{what}refusing to load a checkpoint with torch {torch.__version__}: before "
+        f"{'.'.join(map(str, MIN_SAFE_TORCH))}, torch's safe (weights_only) loading can be "
+        f"bypassed by a crafted file to run code (CVE-2025-32434); upgrade torch "
+        f"(pip install 'torch>={'.'.join(map(str, MIN_SAFE_TORCH))}')"
+    )
+
+
+def _torch_version(text: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a torch version string (``"2.5.1+cpu"`` -> (2, 5)); None if it
+    cannot be read (a source build with an odd tag: not refused)."""
+    m = re.match(r"\s*(\d+)\.(\d+)", str(text))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu",
+                    sha256: str | None = None) -> dict[str, Any]:
     """Read and validate a checkpoint; ``experiment`` and ``net_spec`` come back as dicts.
 
-    Raises :class:`CheckpointError` (naming the file and the fix) when the file is missing,
-    corrupt or truncated, holds anything but tensors and plain containers, has another
-    format version, or lacks required keys.
+    ``sha256``: the hex SHA-256 the file's bytes must have (e.g. hashed before, for a record
+    of what was loaded): the file is then read once into memory, hashed and loaded from those
+    same bytes, so a file that changes in between is refused instead of loading other bytes
+    than the ones recorded.
+
+    Raises :class:`CheckpointError` (naming the file and the fix) when torch is too old to
+    load files safely (:func:`check_safe_torch`), or the file is missing, corrupt or
+    truncated, holds anything but tensors and plain containers, has another format version,
+    lacks required keys, or does not have the bytes ``sha256`` names.
     """
     path = Path(path)
+    check_safe_torch(path)
     if not path.is_file():
         raise CheckpointError(
             f"no checkpoint at {path}; train first (`invdiff train CONFIG`) or give the path of "
             f"an existing .pt file"
         )
+    source: Any = path
+    if sha256 is not None:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise CheckpointError(
+                f"{path} changed while it was being used (its bytes no longer have the "
+                f"sha256 recorded for it); wait until whatever writes it has finished, then "
+                f"run again"
+            )
+        source = io.BytesIO(data)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read means an unusable file
         raise CheckpointError(
             f"{path} is not a readable invdiff checkpoint ({_load_failure(exc)}); use another "
@@ -174,21 +224,23 @@ def load_model(
     device: torch.device | str | None = None,
     ema: bool = True,
     net: torch.nn.Module | None = None,
+    sha256: str | None = None,
 ) -> ScoreModel:
     """The trained :class:`ScoreModel` of a checkpoint, in eval mode on ``device`` (CPU if None).
 
     ``ema=True`` loads the EMA weights (what sampling should use), ``False`` the raw ones. The
     network is rebuilt with ``invdiff.create("score_net", name, **params)`` from the stored
-    ``net_spec``; pass ``net`` to load into a network built by hand instead.
+    ``net_spec``; pass ``net`` to load into a network built by hand instead. ``sha256``: the
+    bytes the file must have (:func:`load_checkpoint`).
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt = load_checkpoint(path, map_location="cpu", sha256=sha256)
     if net is None:
         net = _build_net(ckpt["net_spec"], path)
     weights = ckpt["ema" if ema else "model"]
     load_state(net, weights, path, "EMA weights" if ema else "weights")
     norm = Normalization.from_state_dict(ckpt["normalization"])
-    return ScoreModel(net, norm, ckpt["sigmas"]).to(device).eval()
+    return ScoreModel(net, norm, ckpt["sigmas"], ckpt.get("experiment")).to(device).eval()
 
 
 def _build_net(spec: Any, path: Path) -> torch.nn.Module:

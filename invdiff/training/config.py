@@ -7,13 +7,24 @@ imports torch.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from invdiff.params import DEFAULT_THREADS
 
-__all__ = ["TrainingConfig", "RESUMABLE_CHANGES", "LossWeighting", "LossWeightingOption"]
+__all__ = ["TrainingConfig", "RESUMABLE_CHANGES", "LossWeighting", "LossWeightingOption",
+           "SEED_MAX", "seed_field"]
+
+#: seeds are integers in [0, SEED_MAX] (32 bits: what every generator invdiff seeds takes,
+#: with room for the per-chunk and per-measurement seeds derived from them)
+SEED_MAX = 2**32 - 1
+
+
+def seed_field(default: int, description: str | None = None) -> Any:
+    """A config field for a seed: an integer in [0, SEED_MAX], checked when the config loads
+    (a negative seed would otherwise fail only after data were simulated)."""
+    return Field(default, ge=0, le=SEED_MAX, description=description)
 
 #: Config fields that may change when resuming: they do not alter the weight trajectory.
 RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device", "threads",
@@ -57,7 +68,7 @@ class TrainingConfig(BaseModel):
     )
     tensorboard: bool = Field(False, description="log scalars to <out>/tensorboard/ (needs the "
                               "tensorboard package: pip install 'invdiff[tensorboard]')")
-    seed: int = 0
+    seed: int = seed_field(0, "seed of the initial weights, batches and noise")
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
     threads: int | None = Field(
         DEFAULT_THREADS, ge=1, description="CPU threads (torch and BLAS) while training; None: "
