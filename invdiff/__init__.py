@@ -40,7 +40,8 @@ _EXPORTS = {
     "load_dataset": "invdiff.data.dataset",
     "Trainer": "invdiff.training.trainer",
     "TrainingConfig": "invdiff.training.config",
-    "load_model": "invdiff.training.checkpoint",
+    "load_model": "invdiff.experiment.inference",
+    "infer": "invdiff.experiment.inference",
     "sample_posterior": "invdiff.sampling.posterior",
     "Posterior": "invdiff.sampling.posterior",
     # experiments

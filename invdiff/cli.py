@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from invdiff import __version__
 from invdiff.errors import InvdiffError, os_error_message
@@ -122,6 +123,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_infer(args: argparse.Namespace) -> int:
+    """Posteriors of measurement files with their checks (invdiff.experiment.infer_files)."""
+    if args.nproc is not None and _rank()[1] == 1:
+        return _torchrun(args.nproc, args.argv)
+    from invdiff.experiment.infer_files import read_measurements, write_results
+    from invdiff.experiment.inference import infer, load_model
+
+    model = load_model(args.model)
+    y, sources = read_measurements(args.measurements, tuple(model.y_shape))  # before any work
+    result = infer(model, y, n=args.n, sampler=args.sampler, overrides=args.set,
+                   seed=args.seed, progress=not args.quiet)
+    if result is None:  # another rank than 0: its measurements went to rank 0
+        return 0
+    files = write_results(args.out, result, y, sources, samples=not args.no_samples,
+                          figures=not args.no_figures, labels=result.labels)
+    for row in result.measurements:
+        print(f"{row['index']} {Path(row['source']).name}: {row.get('verdict', 'unchecked')}")
+    _say(f"wrote {', '.join(str(f) for f in files[:2])}"
+         + (f" and {len(files) - 2} figures" if len(files) > 2 else ""))
+    return 0
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     import shlex
 
@@ -183,6 +206,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="elastography of an inclusion (default) or the exact reference problem")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sp.set_defaults(func=_cmd_demo)
+
+    sp = sub.add_parser("infer", help="posteriors of your own measurements (.npy/.npz) with "
+                        "an out-of-distribution verdict and a posterior predictive check")
+    sp.add_argument("model", help="a run folder (its checkpoints/final.pt) or a checkpoint")
+    sp.add_argument("measurements", nargs="+", metavar="MEASUREMENT",
+                    help=".npy of shape (C, H, W) or (B, C, H, W), or .npz with an array y")
+    sp.add_argument("--out", required=True, help="folder for posterior.npz, report.json, "
+                                                 "figures/")
+    sp.add_argument("--n", type=int, help="posterior samples per measurement (default: the "
+                                          "model's sampling.n_samples)")
+    sp.add_argument("--sampler", help="a registered sampler (default: the model's)")
+    sp.add_argument("--seed", type=int, help="sampling seed (default: the model's)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a value of the model's recorded experiment, e.g. --set "
+                         "sampling.sampler.params.steps=12 (repeatable)")
+    sp.add_argument("--no-samples", action="store_true",
+                    help="leave the samples out of posterior.npz (summaries only)")
+    sp.add_argument("--no-figures", action="store_true", help="no PNG figures")
+    sp.add_argument("--nproc", type=int, metavar="K",
+                    help="share the measurements out over K processes (torchrun)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sp.set_defaults(func=_cmd_infer)
 
     sp = sub.add_parser("study", help="benchmark study: problems x nets x samplers against "
                                       "reference posteriors (resumable)")

@@ -77,6 +77,6 @@ class MCMCReferenceParams(Params):
     n_walkers: int = Field(DEFAULT_MCMC_WALKERS, ge=4,
                            description="walkers (even, at least 2 d + 2)")
     burn_in: int | None = Field(None, ge=0, description="discarded steps (None: n_steps // 2)")
-    seed: int = Field(0, description="chain m uses seed + m")
+    seed: int = Field(0, ge=0, description="chain m uses seed + m")
     cache: str | None = Field(None, description="folder caching each chain's summary")
     progress: bool = Field(False, description="show a progress bar per chain")

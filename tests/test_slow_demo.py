@@ -38,6 +38,25 @@ def test_demo_recovers_the_inclusion(tmp_path):
     assert metrics["coverage_90"] >= 0.8, metrics
     assert json.loads((out / "metrics.json").read_text())["nfe"] == metrics["nfe"]
     assert (out / "figures" / "posterior_0.png").exists()
+    _demo_folder_serves_invdiff_infer(out, test, tmp_path)
+
+
+def _demo_folder_serves_invdiff_infer(out, test, tmp_path):
+    """The demo's run folder answers `invdiff infer`: its own held-out measurements are in
+    distribution, the same in other units (x 1000) are flagged."""
+    import numpy as np
+
+    from invdiff.cli import main
+
+    np.save(tmp_path / "held_out.npy", test.y.numpy())
+    np.save(tmp_path / "in_mm.npy", test.y.numpy() * 1000)
+    res = tmp_path / "infer"
+    assert main(["infer", str(out), str(tmp_path / "held_out.npy"), str(tmp_path / "in_mm.npy"),
+                 "--out", str(res), "-q", "--n", "32"]) == 0
+    rows = json.loads((res / "report.json").read_text())["measurements"]
+    m = len(test)
+    assert not any(r["out_of_distribution"] for r in rows[:m])
+    assert all(r["out_of_distribution"] for r in rows[m:])
 
 
 @pytest.mark.slow

@@ -29,11 +29,14 @@ def posterior_figure(
     title: str = "",
     n_show: int = 3,
     labels: dict[str, FieldLabel] | None = None,
+    residual: torch.Tensor | None = None,
 ) -> Path:
     """One row of panels for one measurement (first channel of each field), with a caption
     naming x and y (``labels``, default neutral) and what the std shows.
 
-    truth: ``x_shape`` or None; y: ``y_shape``; samples: ``(n, *x_shape)``.
+    truth: ``x_shape`` or None; y: ``y_shape``; samples: ``(n, *x_shape)``; residual:
+    ``y_shape`` or None, the posterior predictive residual map (y minus the mean of F(x) over
+    posterior draws: structure in it is what the posterior fails to explain).
     """
     import matplotlib
 
@@ -52,6 +55,8 @@ def posterior_figure(
     if ref_std is not None:
         panels.append(("reference std", ref_std[0], "s"))
     panels += [(f"sample {i + 1}", samples[i, 0], "x") for i in range(min(n_show, len(samples)))]
+    if residual is not None:
+        panels.append(("predictive residual", residual[0], "r"))
 
     x_fields = [p[1] for p in panels if p[2] == "x"]
     vmin = min(float(f.min()) for f in x_fields)
@@ -59,11 +64,14 @@ def posterior_figure(
     s_max = max(float(p[1].max()) for p in panels if p[2] == "s")
     labels = labels or field_labels()
     units = {"x": labels["x"].units or "x", "y": labels["y"].units or "y",
-             "s": labels["x"].units or "x"}
+             "s": labels["x"].units or "x", "r": labels["y"].units or "y"}
+    r_max = max((float(p[1].abs().max()) for p in panels if p[2] == "r"), default=1.0)
     fig, axes = plt.subplots(1, len(panels), figsize=(2.5 * len(panels), 3.3))
     for ax, (name, field, kind) in zip(axes, panels, strict=True):
-        kw = {"vmin": vmin, "vmax": vmax, "cmap": "viridis"} if kind == "x" else (
-            {"vmin": 0, "vmax": s_max, "cmap": "magma"} if kind == "s" else {"cmap": "coolwarm"})
+        kw = {"x": {"vmin": vmin, "vmax": vmax, "cmap": "viridis"},
+              "s": {"vmin": 0, "vmax": s_max, "cmap": "magma"},
+              "r": {"vmin": -r_max, "vmax": r_max, "cmap": "coolwarm"}}.get(kind,
+                                                                          {"cmap": "coolwarm"})
         im = ax.imshow(field.detach().cpu().float().numpy(), **kw)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])

@@ -383,7 +383,7 @@ class Trainer:
     def model(self, ema: bool = True) -> ScoreModel:
         """The current :class:`ScoreModel` (EMA weights by default), sharing the weights."""
         net = self.ema.module if ema else self.net
-        return ScoreModel(net, self.normalization, self.sigmas)
+        return ScoreModel(net, self.normalization, self.sigmas, self.experiment)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _ckpt_path(self, name: str) -> Path | None:
