@@ -61,3 +61,8 @@ def register_references(register):
 def register_metrics(register):
     """Register Metric components: problem-specific numbers computed from posterior samples and
     the truth (e.g. the IoU of a segmented inclusion); see :class:`invdiff.interfaces.Metric`."""
+
+
+@hookspec
+def register_objectives(register):
+    """Register training Objective components (denoising score matching is built in)."""

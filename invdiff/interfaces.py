@@ -193,6 +193,42 @@ class ReferencePosterior(abc.ABC):
         """
 
 
+class Objective(abc.ABC):
+    r"""A training objective for a conditional score network, in normalised units.
+
+    Registered under the kind ``"objective"`` (hook ``register_objectives``) and chosen by
+    ``training.objective``. Whatever it optimises, the trained net is read as a score
+    :math:`s(\tilde x, y, \sigma) \approx \nabla \log p_\sigma(\tilde x \mid y)` of the VE
+    state :math:`\tilde x = x + \sigma z`, so every sampler samples every objective's model.
+    Per training step the trainer calls :meth:`draw` for the global batch (one seeded
+    generator) and :meth:`terms` on its shard; validation calls :meth:`terms` with fixed levels
+    and noise.
+    """
+
+    name: str = ""
+
+    def prepare(self, net: Any, config: Any) -> None:  # noqa: B027 - optional hook
+        """Read what the run sets (the :class:`~invdiff.training.TrainingConfig`) and the net,
+        once, before training. Default: nothing."""
+
+    @property
+    def weighting(self) -> str:
+        """A short name of how levels are weighted, for the run's summary."""
+        return self.name
+
+    @abc.abstractmethod
+    def draw(self, x: torch.Tensor, sigmas: torch.Tensor,
+             generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Levels ``sigma (B,)`` within the ladder ``sigmas`` and noise ``z`` shaped like
+        ``x (B, *x_shape)``."""
+
+    @abc.abstractmethod
+    def terms(self, net: Any, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor,
+              z: torch.Tensor) -> torch.Tensor:
+        """The loss of each example ``(B,)`` (summed over pixels, at least float32) for the
+        VE states ``x + sigma z``."""
+
+
 class Metric(abc.ABC):
     """A problem-specific metric of posterior samples against the truth.
 

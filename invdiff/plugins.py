@@ -42,11 +42,13 @@ HOOKS: dict[str, str] = {
     "sampler": "register_samplers",
     "reference": "register_references",
     "metric": "register_metrics",
+    "objective": "register_objectives",
 }
 KINDS = tuple(HOOKS)
 
 #: Built-in plugin modules (plugin name -> module), registered like any entry point.
-BUILTINS: dict[str, str] = {"reference": "invdiff.reference.plugin"}
+BUILTINS: dict[str, str] = {"reference": "invdiff.reference.plugin",
+                             "training": "invdiff.training.plugin"}
 
 
 @dataclass(frozen=True)
@@ -328,8 +330,8 @@ def create(kind: str, name: str, **params: Any) -> Any:
     """Build the registered component ``name`` of ``kind`` with validated ``params``.
 
     ``kind`` is one of ``prior``, ``forward_model``, ``noise_model``, ``score_net``,
-    ``sampler``, ``reference``, ``metric``. Unknown kinds, names or parameters raise errors
-    listing what is valid.
+    ``sampler``, ``reference``, ``metric``, ``objective``. Unknown kinds, names or parameters
+    raise errors listing what is valid.
     """
     return get_registry().create(kind, name, **params)
 

@@ -182,7 +182,7 @@ def test_trainer_uses_the_configured_level_distribution(data):
     inner = sig[(sig > t.sigmas[-1]) & (sig < t.sigmas[0])]  # the clamps give the end levels
     assert sig.numel() == 64 and inner.numel() > 50 and inner.unique().numel() == inner.numel()
     assert not (inner[:, None] == t.sigmas[None, :]).any()
-    assert trainer(data)._log_normal is None
+    assert trainer(data).objective._log_normal is None  # the ladder by default
     with pytest.raises(ValidationError, match="sigma_sampling"):
         small_config(sigma_sampling="uniform")
 

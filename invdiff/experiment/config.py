@@ -298,6 +298,8 @@ def component_specs(cfg: ExperimentConfig) -> dict[str, tuple[str, ComponentSpec
         "problem.noise_model": ("noise_model", cfg.problem.noise_model),
         "net": ("score_net", cfg.net),
         "sampling.sampler": ("sampler", cfg.sampling.sampler),
+        "training.objective": ("objective", ComponentSpec(
+            name=cfg.training.objective, params=cfg.training.objective_params)),
         **({"sampling.reference": ("reference", cfg.sampling.reference)}
            if cfg.sampling.reference is not None and cfg.sampling.reference.name != "none"
            else {}),

@@ -350,3 +350,61 @@ def check_metric(
                 f"metric {name!r}: {key} of the batch is {value}, the mean over its "
                 f"measurements one at a time is {mean}")
     return values
+
+
+def check_objective(objective: Any, config: Any = None, n: int = 512, seed: int = 0) -> None:
+    """An :class:`~invdiff.interfaces.Objective` keeps its contract, on the built-in
+    linear-Gaussian problem (4 x 4 pixels) in place of a network:
+
+    * ``draw``: levels ``(B,)`` inside the ladder and noise shaped like x, the same for the
+      same generator state;
+    * ``terms``: ``(B,)``, finite, non-negative, a gradient reaching the score's parameters;
+    * the exact noised posterior score (the minimiser of every valid objective) has a lower
+      mean loss than the same score scaled by 0.7 or 1.3 or shifted, on the same draws (an
+      independent truth: the objective is minimised by the right score, not merely small).
+    """
+    from invdiff.reference import make_problem
+    from invdiff.training import TrainingConfig
+
+    prob = make_problem(n=4, noise_level=0.2, mask_fraction=1.0)
+    exact = prob.posterior.score_fn()
+    g = _gen(seed, "cpu")
+    x = prob.prior.sample(n, generator=g)
+    y = prob.noise_model(prob.forward_model(x), generator=g)
+    sigmas = torch.logspace(1, -1.5, 12)
+    objective.prepare(_ScaledScore(exact, 1.0), config or TrainingConfig())
+    sigma, z = objective.draw(x, sigmas, _gen(seed + 1, "cpu"))
+    again = objective.draw(x, sigmas, _gen(seed + 1, "cpu"))
+    assert sigma.shape == (n,) and z.shape == x.shape, "draw gives sigma (B,) and z like x"
+    assert torch.equal(sigma, again[0]) and torch.equal(z, again[1]), "draw is not seeded"
+    tol = 1e-4 * float(sigmas[0])
+    assert bool((sigma <= sigmas[0] + tol).all() & (sigma >= sigmas[-1] - tol).all()), (
+        "draw gives levels outside the ladder")
+    net = _ScaledScore(exact, 1.0)
+    terms = objective.terms(net, x, y, sigma, z)
+    assert terms.shape == (n,), f"terms must be (B,), got {tuple(terms.shape)}"
+    _assert_finite(terms, "terms")
+    assert bool((terms >= 0).all()), "terms must be non-negative"
+    terms.mean().backward()
+    assert net.scale.grad is not None and torch.isfinite(net.scale.grad), (
+        "no gradient reaches the net through terms")
+    with torch.no_grad():
+        best = float(objective.terms(exact, x, y, sigma, z).mean())
+        for wrong in (_ScaledScore(exact, 0.7), _ScaledScore(exact, 1.3),
+                      _ScaledScore(exact, 1.0, shift=0.3)):
+            worse = float(objective.terms(wrong, x, y, sigma, z).mean())
+            assert worse > best, (f"the exact score's loss {best:.4g} is not below a wrong "
+                                  f"score's {worse:.4g}: the objective does not fit scores")
+
+
+class _ScaledScore(torch.nn.Module):
+    """``scale * score(x, y, sigma) + shift / sigma``: a score with one trainable parameter."""
+
+    def __init__(self, score: Any, scale: float, shift: float = 0.0) -> None:
+        super().__init__()
+        self.score, self.shift = score, shift
+        self.scale = torch.nn.Parameter(torch.tensor(float(scale)))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = sigma.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        return self.scale * self.score(x, y, sigma).to(x.dtype) + self.shift / s

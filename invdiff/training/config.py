@@ -93,6 +93,13 @@ class TrainingConfig(BaseModel):
         "('edm' for nets with the EDM output parameterisation, such as the U-Net's default; "
         "'sigma2' otherwise)"
     )
+    objective: str = Field(
+        "dsm", description="the training objective (kind 'objective'): 'dsm', denoising "
+        "score matching (built in), or one a plugin registers, e.g. 'flow-matching'"
+    )
+    objective_params: dict[str, Any] = Field(
+        default_factory=dict, description="parameters of the objective's factory"
+    )
     x_transform: Literal["identity", "log"] = Field(
         "identity", description="the space the net learns x in: x itself, or log x for a "
         "positive field with multiplicative structure (Normalization.with_x_log)"

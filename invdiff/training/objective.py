@@ -26,11 +26,12 @@ import torch
 
 from invdiff.checks import randn
 from invdiff.errors import ConfigError, DataError
-from invdiff.interfaces import ScoreFn
+from invdiff.interfaces import Objective, ScoreFn
 from invdiff.sampling.sigmas import check_ladder
 from invdiff.training.config import LossWeighting
 
-__all__ = ["loss_weight", "resolve_loss_weighting", "dsm_terms", "draw_dsm", "dsm_loss"]
+__all__ = ["DenoisingScoreMatching", "loss_weight", "resolve_loss_weighting", "dsm_terms",
+           "draw_dsm", "dsm_loss"]
 
 
 def loss_weight(sigma: torch.Tensor, weighting: LossWeighting = "sigma2") -> torch.Tensor:
@@ -132,3 +133,32 @@ def dsm_loss(
     sigmas = check_ladder(torch.as_tensor(sigmas, dtype=x.dtype))
     sigma, z = draw_dsm(x, sigmas, generator, log_normal)
     return dsm_terms(score_net, x, y, sigma, z, weighting).mean()
+
+
+class DenoisingScoreMatching(Objective):
+    """The built-in objective ``"dsm"``: the DSM loss of the module docstring, with the run's
+    ``training.loss_weighting`` (``"auto"`` resolved for the net) and level draws
+    (``training.sigma_sampling``: uniform over the ladder, or log-normal)."""
+
+    name = "dsm"
+
+    def __init__(self) -> None:
+        self._weighting: LossWeighting = "sigma2"
+        self._log_normal: tuple[float, float] | None = None
+
+    def prepare(self, net: Any, config: Any) -> None:
+        self._weighting = resolve_loss_weighting(config.loss_weighting, net)
+        self._log_normal = ((config.sigma_log_mean, config.sigma_log_std)
+                            if config.sigma_sampling == "log-normal" else None)
+
+    @property
+    def weighting(self) -> str:
+        return self._weighting
+
+    def draw(self, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        return draw_dsm(x, sigmas, generator, self._log_normal)
+
+    def terms(self, net: Any, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor,
+              z: torch.Tensor) -> torch.Tensor:
+        return dsm_terms(net, x, y, sigma, z, self._weighting)

@@ -3,6 +3,8 @@ data."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from invdiff.checks import check_finite, check_training_pairs
@@ -10,7 +12,8 @@ from invdiff.data import Dataset, Normalization
 from invdiff.errors import ConfigError, DataError
 from invdiff.training.config import TrainingConfig
 
-__all__ = ["training_normalization", "resolve_device", "make_optimizer", "check_data"]
+__all__ = ["training_normalization", "resolve_device", "make_optimizer", "make_objective",
+           "check_data"]
 
 
 def training_normalization(train: Dataset, cfg: TrainingConfig) -> Normalization:
@@ -41,6 +44,16 @@ def resolve_device(name: str) -> torch.device:
 def make_optimizer(net: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def make_objective(cfg: TrainingConfig, net: torch.nn.Module) -> Any:
+    """The run's objective (``training.objective`` with ``training.objective_params``, from
+    the registry), prepared for ``net`` and the run's settings."""
+    from invdiff.plugins import create
+
+    objective = create("objective", cfg.objective, **cfg.objective_params)
+    objective.prepare(net, cfg)
+    return objective
 
 
 def check_data(net: torch.nn.Module | None, data: Dataset, name: str) -> None:

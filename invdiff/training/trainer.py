@@ -39,11 +39,11 @@ from invdiff.training.checkpoint import load_checkpoint, load_state, save_checkp
 from invdiff.training.config import TrainingConfig
 from invdiff.training.ema import EMA
 from invdiff.training.model import ScoreModel
-from invdiff.training.objective import draw_dsm, dsm_terms, resolve_loss_weighting
 from invdiff.training.resume import check_same_run
 from invdiff.training.schedule import scheduled_lr
 from invdiff.training.setup import (
     check_data,
+    make_objective,
     make_optimizer,
     resolve_device,
     training_normalization,
@@ -113,8 +113,6 @@ class Trainer:
         distributed.check_same({"training": cfg.model_dump(mode="json", exclude={"device"}),
                                 "experiment": experiment, "n_train": len(train)})
         self.sigmas = check_ladder(torch.as_tensor(sigmas, dtype=torch.float32)).to(self.device)
-        self._log_normal = ((cfg.sigma_log_mean, cfg.sigma_log_std)
-                            if cfg.sigma_sampling == "log-normal" else None)
         check_data(net, train, "train")
         if val is not None:
             check_data(net, val, "val")
@@ -137,8 +135,10 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
         self.net = net.to(device=self.device, memory_format=fmt)
-        #: the loss weighting this run uses (``config.loss_weighting`` with "auto" resolved)
-        self.loss_weighting = resolve_loss_weighting(cfg.loss_weighting, net)
+        #: the training objective (kind "objective"), e.g. denoising score matching
+        self.objective = make_objective(cfg, net)
+        #: the loss weighting this run uses (DSM: ``config.loss_weighting``, "auto" resolved)
+        self.loss_weighting = self.objective.weighting
         # what the training step calls: DDP (averages gradients over the ranks) or the net
         self._forward_net: torch.nn.Module = self.net
         if self.dist.active:
@@ -229,12 +229,12 @@ class Trainer:
             group["lr"] = lr
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sigma, z = draw_dsm(x, self.sigmas, self.generator, self._log_normal)
+        sigma, z = self.objective.draw(x, self.sigmas, self.generator)
         if self.dist.active:
             part = self._shard()
             x, y, sigma, z = x[part], y[part], sigma[part], z[part]
         with self._autocast():
-            terms = dsm_terms(self._forward_net, x, y, sigma, z, self.loss_weighting)
+            terms = self.objective.terms(self._forward_net, x, y, sigma, z)
             loss = terms.mean()
         loss.backward()  # under DDP the gradients are now the mean over the ranks
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
@@ -268,8 +268,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, net: ScoreFn | None = None) -> float:
-        """Mean DSM loss of ``net`` (default: the trained net; any score callable works; with the
-        run's ``loss_weighting``) on the validation set at the fixed levels
+        """Mean loss (the run's objective) of ``net`` (default: the trained net; any score
+        callable works) on the validation set at the fixed levels
         ``val_sigmas``, with the same noise at every call
         (so values are comparable across steps); nan when there is no validation set."""
         if self._val_levels is None:
@@ -290,7 +290,7 @@ class Trainer:
                     continue
                 sigma = torch.full((x.shape[0],), level, device=self.device, dtype=x.dtype)
                 with self._autocast():
-                    total += float(dsm_terms(net, x, y, sigma, z, self.loss_weighting).sum())
+                    total += float(self.objective.terms(net, x, y, sigma, z).sum())
                 count += x.shape[0]
         if isinstance(net, torch.nn.Module):
             net.train(was_training)
