@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+import invdiff
 from invdiff.cli import main
 from invdiff.errors import CheckpointError, ConfigError, DataError
 from invdiff.evaluation import calibration as cal
@@ -362,3 +363,22 @@ def test_a_problem_takes_the_reference_its_prior_names_unless_the_preset_says(tm
     assert spec(picked).name == "oce-algebraic"
     with pytest.raises(ConfigError, match="problems.reference.reference: .*does not fit"):
         study(picked, runs=tmp_path / "runs", only=["reference"], quiet=True)
+
+
+def test_the_objective_axis_trains_each_net_with_each_objective(tmp_path):
+    """objectives = {dsm, flow-matching}: each net is trained with both (the dsm run keeps the
+    plain net name and folder), every sampler samples both, results.csv names the objective."""
+    if "flow-matching" not in invdiff.available("objective"):
+        pytest.skip("the invdiff-flow plugin is not installed")
+    out = tmp_path / "out"
+    study("smoke", runs=tmp_path / "runs", out=out, only=["reference"], nets=["unet"],
+          quiet=True, peer=False,
+          overrides=["objectives={ dsm = {}, flow-matching = {} }",
+                     "samplers={ heun = { steps = 6 } }"])
+    rows = _rows(out / "results.csv")
+    assert {(r["net"], r["objective"]) for r in rows} == {
+        ("unet", "dsm"), ("unet+flow-matching", "flow-matching")}
+    assert all(float(r["std_ratio"]) > 0 for r in rows)
+    run = tmp_path / "runs" / "reference" / "noise-0.0234"
+    assert (run / "unet" / "checkpoints" / "final.pt").is_file()
+    assert (run / "unet+flow-matching" / "checkpoints" / "final.pt").is_file()

@@ -69,7 +69,8 @@ def study(
             log(peer_note)
     own = ", ".join(f"{p}: {preset.samples_for(p)}" for p in problems
                     if preset.samples_for(p) != preset.n_samples)
-    header = [f"Problems: {', '.join(problems)}; nets: {', '.join(preset.nets)}; samplers: "
+    header = [f"Problems: {', '.join(problems)}; runs (net+objective): "
+              f"{', '.join(preset.runs_of())}; samplers: "
               f"{', '.join(preset.samplers)}; {preset.n_samples} samples per measurement"
               f"{f' ({own})' if own else ''}.",
               f"Device `{preset.device}`, torch {torch.__version__}, {preset.threads or 'default'}"

@@ -128,7 +128,7 @@ def cost_plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def make_plots(result: StudyResult, out: Path) -> list[Path]:
-    rows = result.rows
+    rows = [r for r in result.rows if r.get("missing", "none") == "none"]  # complete y
     if not rows:
         return []
     paths = [accuracy_plot(rows, out / "rmse.png"), cost_plot(rows, out / "cost.png")]

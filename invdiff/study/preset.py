@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from invdiff.errors import ConfigError, UnknownComponentError
 from invdiff.experiment.config import (
@@ -60,7 +60,27 @@ class ProblemSpec(Section):
     misspecified: list[tuple[float, float]] = Field(default_factory=list)
     n_samples: int | None = Field(None, ge=2, description="posterior samples per measurement "
                                   "on this problem (None: the preset's n_samples)")
+    missing: list[str] = Field(
+        default_factory=list, description="gap scenarios of the held-out measurements at each "
+        "training level, besides the complete ones: 'random-F' (a fraction F of the pixels "
+        "missing at random) or 'block-F' (one block covering F of the field); needs "
+        "training.masking = true (invdiff.data.masking)")
     experiment: dict[str, Any]
+
+    @field_validator("missing")
+    @classmethod
+    def _scenarios(cls, v: list[str]) -> list[str]:
+        from invdiff.data.masking import parse_scenario
+
+        for name in v:
+            try:
+                parse_scenario(name)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        if "none" in v or len(set(v)) != len(v):
+            raise ValueError(f"missing = {v}: list each gap scenario once; the complete "
+                             f"measurements ('none') are always sampled")
+        return v
 
     @model_validator(mode="after")
     def _pairs_trained(self) -> ProblemSpec:
@@ -95,6 +115,10 @@ class Preset(Section):
     rank_bins: int = Field(10, ge=2, description="bins of the SBC rank histograms")
     base: dict[str, Any] = Field(default_factory=dict)
     nets: dict[str, ComponentSpec] = Field(min_length=1)
+    objectives: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"dsm": {}}, min_length=1,
+        description="training objectives (kind 'objective') -> their params: each net is "
+        "trained with each, as the run NET (dsm) or NET+OBJECTIVE")
     samplers: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> params")
     problems: dict[str, ProblemSpec] = Field(min_length=1)
     peer: PeerSpec = Field(default_factory=PeerSpec)
@@ -113,21 +137,40 @@ class Preset(Section):
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path(self.runs) / "results"
 
+    def runs_of(self) -> list[str]:
+        """The trained runs of each (problem, level): every net with every objective, named
+        ``NET`` with ``dsm`` (so earlier run folders keep serving) and ``NET+OBJECTIVE``
+        otherwise."""
+        return [net if obj == "dsm" else f"{net}+{obj}" for obj in self.objectives
+                for net in self.nets]
+
+    def split_run(self, run: str) -> tuple[str, str]:
+        """``(net, objective)`` of a run name of :meth:`runs_of`."""
+        net, _, obj = run.partition("+")
+        if net not in self.nets or (obj or "dsm") not in self.objectives:
+            raise ConfigError(f"preset {self.name}: no run {run!r}; runs are "
+                              f"{', '.join(self.runs_of())}")
+        return net, obj or "dsm"
+
     def run_dir(self, problem: str, noise: float, net: str | None = None) -> Path:
         """Folder of the data at one training noise level, and of each net's run inside it."""
         base = Path(self.runs) / problem / f"noise-{noise:g}"
         return base if net is None else base / net
 
     def experiment(self, problem: str, noise: float, net: str | None = None) -> ExperimentConfig:
-        """The pipeline config of (problem, training noise, net); ``net=None``: the data only
-        (the first net's config, with the data folder as output)."""
+        """The experiment config of (problem, training noise, run), a run being a net or
+        ``NET+OBJECTIVE`` (:meth:`runs_of`); ``net=None``: the data only (the first net's
+        config, with the data folder as output)."""
         spec = self.problems[problem]
         data = copy.deepcopy(self.base)
         deep_update(data, copy.deepcopy(spec.experiment))
-        net_name = net or next(iter(self.nets))
+        net_name, objective = self.split_run(net or next(iter(self.nets)))
         data["net"] = self.nets[net_name].model_dump()
         data.setdefault("training", {})["device"] = self.device
-        data.setdefault("name", f"{self.name}-{problem}-{noise:g}-{net_name}")
+        if objective != "dsm":  # the dsm runs' configs stay as they were
+            data["training"].update(objective=objective,
+                                    objective_params=dict(self.objectives[objective]))
+        data.setdefault("name", f"{self.name}-{problem}-{noise:g}-{net or net_name}")
         noise_model = data.get("problem", {}).get("noise_model")
         if noise_model is None:
             raise ConfigError(f"preset {self.name}: problems.{problem}.experiment has no "
@@ -230,9 +273,13 @@ def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) ->
     reg = get_registry()
     for problem, spec in preset.problems.items():  # fail before any work, naming the field
         _check_reference(preset, problem, source)
-        for net in preset.nets:
+        for net in preset.runs_of():
             cfg = preset.experiment(problem, spec.noise_levels[0], net)
             check_components(cfg, f"{source}: problems.{problem} with net {net}")
+            if spec.missing and not getattr(cfg.training, "masking", False):
+                raise ConfigError(f"{source}: problems.{problem}.missing = {spec.missing} needs "
+                                  f"models trained for measurements with gaps: set "
+                                  f"problems.{problem}.experiment.training.masking = true")
     for name, params in preset.samplers.items():
         try:
             validate_params(reg.get("sampler", name), params)

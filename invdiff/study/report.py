@@ -13,7 +13,8 @@ from invdiff.io import atomic_write_text
 
 from .runner import StudyResult
 
-COLUMNS = ("problem", "net", "sampler", "noise_param", "noise_train", "noise_test", "weights",
+COLUMNS = ("problem", "net", "objective", "sampler", "noise_param", "noise_train", "noise_test",
+           "missing", "weights",
            "n_test", "n_samples", "nfe", "seconds", "train_seconds", "train_steps",
            "rmse_truth", "bias", "mean_std", "coverage_50", "coverage_90", "reference", "n_ref",
            "rmse_truth_refset", "ref_rmse_truth", "rmse_ref", "std_ratio", "std_corr",
@@ -35,10 +36,19 @@ def md_table(rows: Iterable[dict[str, Any]], cols: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def csv_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """:data:`COLUMNS`, then every other number or text the cells report (the metrics plugins
+    add, memorisation distances, ...), sorted by name."""
+    extra = sorted({k for r in rows for k, v in r.items() if k not in COLUMNS
+                    and isinstance(v, int | float | str) and not isinstance(v, bool)})
+    return [*COLUMNS, *extra]
+
+
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    lines = [",".join(COLUMNS)]
+    cols = csv_columns(rows)
+    lines = [",".join(cols)]
     for r in rows:
-        lines.append(",".join(_csv_cell(r.get(c)) for c in COLUMNS))
+        lines.append(",".join(_csv_cell(r.get(c)) for c in cols))
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -48,7 +58,25 @@ def _csv_cell(v: Any) -> str:
 
 
 def _diagonal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["noise_train"] == r["noise_test"]]
+    """Well-specified cells of complete measurements."""
+    return [r for r in rows if r["noise_train"] == r["noise_test"] and _complete(r)]
+
+
+def _complete(row: dict[str, Any]) -> bool:
+    return row.get("missing", "none") == "none"
+
+
+def gap_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cells of measurements with gaps, each after the complete cell of its model and
+    sampler."""
+    gaps = [r for r in rows if not _complete(r)]
+    keys = {(r["problem"], r["net"], r["sampler"], r["noise_test"]) for r in gaps}
+    full = [r for r in _diagonal(rows) if (r["problem"], r["net"], r["sampler"],
+                                           r["noise_test"]) in keys]
+    order = {"none": ""}
+    return sorted(full + gaps, key=lambda r: (r["problem"], r["net"], r["sampler"],
+                                              r["noise_test"],
+                                              order.get(r.get("missing"), r.get("missing"))))
 
 
 def cost_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,7 +109,8 @@ def markdown(result: StudyResult, preset_name: str, command: str, header: Sequen
         "pixels inside the central 50%/90% intervals, `sbc_ks` = KS distance of the SBC ranks "
         "from uniform. Noise levels are values of `noise_param`.", "",
         "## All cells", "",
-        md_table(rows, ("problem", "net", "sampler", "noise_train", "noise_test", "nfe",
+        md_table(rows, ("problem", "net", "sampler", "noise_train", "noise_test", "missing",
+                        "nfe",
                         "seconds", "train_seconds", "rmse_truth", "bias", "coverage_50",
                         "coverage_90", "sbc_ks")), "",
         "## Against the reference posterior (well-specified cells)", "",
@@ -94,6 +123,14 @@ def markdown(result: StudyResult, preset_name: str, command: str, header: Sequen
         md_table(ref_rows, ("problem", "net", "sampler", "noise_test", "reference", "n_ref",
                             "rmse_truth_refset", "ref_rmse_truth", "rmse_ref", "std_ratio",
                             "std_corr")), "",
+        "## Measurements with gaps", "",
+        "Held-out measurements with entries missing (`missing`: `random-F` hides a fraction F "
+        "of the pixels at random, `block-F` one block covering F of the field), sampled by "
+        "models trained with `training.masking`, against the reference posterior given the "
+        "measured entries; `none` is the same model on the complete measurements.", "",
+        md_table(gap_rows(rows), ("problem", "net", "sampler", "noise_test", "missing",
+                                  "rmse_truth", "coverage_90", "rmse_ref", "mean_err_std",
+                                  "std_ratio", "std_corr")), "",
         "## Misspecified noise", "",
         "A model trained at `noise_train` sampled on measurements at `noise_test`, next to the "
         "model trained at `noise_test` (same measurements).", "",

@@ -19,6 +19,13 @@ at any other test level L, the same truths and clean measurements with fresh mea
 at L, drawn with one seeding rule, seed = 7919 + round(1e6 L). Every net, sampler and
 training level is thus tested on the same truths, and a model trained at L' != L sees exactly
 the measurements a model trained at L sees.
+
+Measurements with gaps (``problems.NAME.missing``, e.g. ``["random-0.3", "block-0.25"]``): at
+each training level the held-out measurements are also sampled with NaN at the entries each
+scenario hides (:func:`invdiff.data.masking.apply_scenario`: measurement m's gap from a
+generator seeded by (60013, m), the same for every net and sampler); the reference is computed
+on the same gappy measurements, and the cells carry the scenario in the ``missing`` column
+("none" for complete measurements).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any
 
 import torch
 
+from invdiff.data.masking import apply_scenario
 from invdiff.errors import DataError
 from invdiff.evaluation.references import Reference, reference_on
 from invdiff.evaluation.score import Scored, sample_and_score
@@ -59,6 +67,7 @@ class HeldOut:
     y: torch.Tensor
     y_clean: torch.Tensor
     components: tuple[Any, Any, Any]  # prior, forward model, noise model at this level
+    missing: str = "none"  # the gap scenario: y is NaN where it hides entries
 
 
 class StudyRuns:
@@ -90,13 +99,15 @@ class StudyResult:
             calib: dict[str, Any]) -> dict[str, Any]:
         """Record one cell: ``cell`` names it (problem, net, sampler, noise_param,
         noise_train, noise_test and any extra columns); returns its row."""
-        row = {**cell, "reference": ref.kind if ref else "",
+        row = {"missing": "none", **cell, "reference": ref.kind if ref else "",
                "n_ref": len(ref.index) if ref else 0,
                "ref_seconds": ref.seconds if ref else None,
                "ref_sampled": bool(ref and ref.info.get("sampled")), **metrics}
         self.rows.append(row)
         key = "/".join([cell["problem"], cell["net"], cell["sampler"],
                         f"{cell['noise_train']:g}", f"{cell['noise_test']:g}"])
+        if row["missing"] != "none":
+            key += f" {row['missing']}"
         self.calibration[key] = calib
         return row
 
@@ -138,11 +149,12 @@ def train_level(runs: StudyRuns, problem: str, level: float) -> dict[str, dict[s
     data = runs.get(problem, level)
     data.simulate()
     out = {}
-    for net in runs.preset.nets:
+    for net in runs.preset.runs_of():
         exp = runs.get(problem, level, net)
         link_data(data.paths.data, exp.paths.data)
         summary = train_net(exp)
         out[net] = {"problem": problem, "net": net, "noise_train": level,
+                    "objective": exp.cfg.training.objective,
                     "steps": summary["steps"], "seconds": summary["seconds"],
                     "parameters": summary["parameters"], "n_levels": summary["n_levels"],
                     "val_loss_ema": summary["val_loss_ema"]}
@@ -153,11 +165,14 @@ def cell_key(preset: Preset, sampler: str, h: HeldOut, exp: Experiment, ema: boo
     """The fingerprint of everything a cell's numbers depend on (a changed input reruns the
     cell). The model enters through its experiment config: training is deterministic for a
     config and its step count (``Trainer.fit`` resumes bit-identically)."""
-    return fingerprint({"sampler": sampler, "params": preset.samplers[sampler],
-                        "n": preset.samples_for(h.problem), "seed": preset.seed,
-                        "test": h.level, "experiment": exp.experiment_json, "ema": ema,
-                        "levels": preset.calibration_levels, "bins": preset.rank_bins,
-                        "device": preset.device, "rule": CELL_RULE}, length=12)
+    spec = {"sampler": sampler, "params": preset.samplers[sampler],
+            "n": preset.samples_for(h.problem), "seed": preset.seed,
+            "test": h.level, "experiment": exp.experiment_json, "ema": ema,
+            "levels": preset.calibration_levels, "bins": preset.rank_bins,
+            "device": preset.device, "rule": CELL_RULE}
+    if h.missing != "none":  # complete cells keep the keys they always had
+        spec["missing"] = h.missing
+    return fingerprint(spec, length=12)
 
 
 def cell_metrics(scored: Scored) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -219,8 +234,10 @@ def as_runs(study: Preset | StudyRuns) -> StudyRuns:
     return study if isinstance(study, StudyRuns) else StudyRuns(study, progress=False)
 
 
-def held_out_set(study: Preset | StudyRuns, problem: str, level: float) -> HeldOut:
-    """The held-out set of ``problem`` at test noise ``level`` (module docstring)."""
+def held_out_set(study: Preset | StudyRuns, problem: str, level: float,
+                 missing: str = "none") -> HeldOut:
+    """The held-out set of ``problem`` at test noise ``level``, with the gaps of scenario
+    ``missing`` (module docstring)."""
     runs = as_runs(study)
     first = runs.preset.problems[problem].noise_levels[0]
     data, at_level = runs.get(problem, first), runs.get(problem, level)
@@ -233,7 +250,8 @@ def held_out_set(study: Preset | StudyRuns, problem: str, level: float) -> HeldO
     else:
         g = torch.Generator().manual_seed(HELD_OUT_SEED + round(1e6 * level))
         y = at_level.components[2](test.y_clean, generator=g)
-    return HeldOut(problem, level, test.x, y, test.y_clean, at_level.components)
+    return HeldOut(problem, level, test.x, apply_scenario(y, missing), test.y_clean,
+                   at_level.components, missing)
 
 
 def problem_reference(study: Preset | StudyRuns, h: HeldOut) -> Reference | None:
@@ -252,19 +270,22 @@ def run_problem(preset: Preset, problem: str, result: StudyResult,
     spec = preset.problems[problem]
     trained = {level: train_level(runs, problem, level) for level in spec.noise_levels}
     result.trainings += [t for per_net in trained.values() for t in per_net.values()]
-    sets: dict[float, tuple[HeldOut, Reference | None]] = {}
-    for noise_train, noise_test in preset.cells(problem):
-        if noise_test not in sets:
-            h = held_out_set(runs, problem, noise_test)
-            sets[noise_test] = (h, problem_reference(runs, h))
-        h, ref = sets[noise_test]
-        for net in preset.nets:
+    sets: dict[tuple[float, str], tuple[HeldOut, Reference | None]] = {}
+    cells = [(train, test, "none") for train, test in preset.cells(problem)]
+    cells += [(level, level, gap) for level in spec.noise_levels for gap in spec.missing]
+    for noise_train, noise_test, missing in cells:
+        if (noise_test, missing) not in sets:
+            h = held_out_set(runs, problem, noise_test, missing)
+            sets[noise_test, missing] = (h, problem_reference(runs, h))
+        h, ref = sets[noise_test, missing]
+        for net in preset.runs_of():
             exp = runs.get(problem, noise_train, net)
             ema = use_ema(preset.weights, exp.paths.history)
             model = None
             for sampler in preset.samplers:
                 key = cell_key(preset, sampler, h, exp, ema)
-                cache = exp.paths.out / "study" / f"{sampler}-test{noise_test:g}-{key}.json"
+                gap = "" if missing == "none" else f"-{missing}"
+                cache = exp.paths.out / "study" / f"{sampler}-test{noise_test:g}{gap}-{key}.json"
                 cached = read_cell(cache)
                 if cached is not None:
                     metrics, calib = cached
@@ -274,11 +295,14 @@ def run_problem(preset: Preset, problem: str, result: StudyResult,
                     metrics, calib = cell_metrics(run_cell(preset, model, sampler, h, ref))
                     write_cell(cache, metrics, calib)
                 cell = {"problem": problem, "net": net, "sampler": sampler,
+                        "objective": exp.cfg.training.objective,
                         "noise_param": spec.noise_param, "noise_train": noise_train,
-                        "noise_test": noise_test, "weights": "ema" if ema else "raw",
+                        "noise_test": noise_test, "missing": missing,
+                        "weights": "ema" if ema else "raw",
                         "train_seconds": trained[noise_train][net]["seconds"],
                         "train_steps": trained[noise_train][net]["steps"]}
                 row = result.add(cell, ref, metrics, calib)
-                log(f"{problem} {net} {sampler} train {noise_train:g} test {noise_test:g}: "
+                log(f"{problem} {net} {sampler} train {noise_train:g} test {noise_test:g}"
+                    f"{'' if missing == 'none' else ' missing ' + missing}: "
                     f"rmse {row['rmse_truth']:.4g}, cov90 {row['coverage_90']:.2f}, "
                     f"{row['seconds']:.3g} s/measurement")
