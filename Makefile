@@ -7,14 +7,14 @@ TORCH ?= torch==2.13.0
 PLUGINS := $(sort $(wildcard plugins/invdiff-*))
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow test-accuracy lint demo bench clean
+.PHONY: install test test-slow test-accuracy lint docs demo bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[test,dask,tensorboard]" $(addprefix -e ,$(PLUGINS))
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[test,dask,tensorboard,docs]" $(addprefix -e ,$(PLUGINS))
 	touch $@
 
 test: install  ## the default test run (fast; slow end-to-end tests excluded)
@@ -29,6 +29,10 @@ test-accuracy: install  ## only the accuracy targets on a CPU budget (about 7 mi
 lint: install
 	$(BIN)/ruff check .
 
+docs: install  ## the documentation site into site/; --strict: a broken link or docstring fails it
+	$(BIN)/python benchmarks/results_pages.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 demo: install  ## simulate, train, sample on the embedded default; figures + metrics in runs/demo
 	$(BIN)/invdiff demo --out runs/demo
 
@@ -39,4 +43,4 @@ bench: install  ## speed benchmarks (simulation, FEM, nets, samplers), each meas
 	$(BIN)/python benchmarks/bench_samplers.py --quick
 
 clean:
-	rm -rf $(VENV) runs .benchmarks
+	rm -rf $(VENV) runs .benchmarks site

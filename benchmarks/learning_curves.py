@@ -68,7 +68,7 @@ from invdiff.training.checkpoint import load_model
 
 FRACTIONS = (0.25, 0.5, 1.0)
 METRICS = ("mean_err_std", "mean_err_pooled", "rmse_ref", "std_ratio", "std_corr",
-           "coverage_90")
+           "coverage_90", "memorisation_ratio")
 CONSTANT = "training.lr_decay=constant"
 #: Named recipes: experiment overrides. Each sets every knob it is about, so that a change of
 #: the library's defaults does not silently change what a name measures.
@@ -160,7 +160,8 @@ def score_run(preset: Preset, exp: Experiment, sampler: str, h: HeldOut, ref: An
         else:
             path = exp.paths.checkpoints / f"step-{step}.pt"
             model = load_model(path, device=preset.device, ema=ema)
-            metrics, _ = cell_metrics(run_cell(preset, model, sampler, h, ref))
+            metrics, _ = cell_metrics(run_cell(preset, model, sampler, h, ref,
+                                               exp.training_data[0].x))
             atomic_write_text(cache, json.dumps(metrics))
         row = {"step": step, "fraction": step / steps, "train_seconds": hist["seconds"],
                "weights": "ema" if ema else "raw", "sampler": sampler, **metrics,

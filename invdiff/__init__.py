@@ -42,6 +42,8 @@ _EXPORTS = {
     "TrainingConfig": "invdiff.training.config",
     "load_model": "invdiff.experiment.inference",
     "infer": "invdiff.experiment.inference",
+    "calibrate": "invdiff.evaluation.recalibration",
+    "Calibration": "invdiff.evaluation.recalibration",
     "sample_posterior": "invdiff.sampling.posterior",
     "Posterior": "invdiff.sampling.posterior",
     # experiments

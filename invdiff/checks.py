@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -46,23 +47,34 @@ def as_batch(
     return t
 
 
-def check_finite(t: torch.Tensor, name: str) -> torch.Tensor:
-    """Raise :class:`DataError` if ``t`` holds NaN or Inf (and say where)."""
+def check_finite(t: torch.Tensor, name: str, fix: str = "clean or drop those entries first"
+                 ) -> torch.Tensor:
+    """Raise :class:`DataError` if ``t`` holds NaN or Inf (and say where, and ``fix``)."""
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
         idx = bad.nonzero()[0].tolist()
         raise DataError(
             f"{name} contains {int(bad.sum())} non-finite values (NaN or Inf), the first at "
-            f"index {tuple(idx)}; clean or drop those entries first"
+            f"index {tuple(idx)}; {fix}"
         )
     return t
 
 
+#: why a NaN in the x of training pairs is refused, and what NaN means in y
+X_COMPLETE = ("x must be complete: the prior's fields have no gaps (NaN marks an entry of y "
+              "that was not measured, with training.masking, never an entry of x); drop those "
+              "pairs")
+Y_GAPS = ("NaN marks an entry that was not measured: set training.masking = true to train on "
+          "measurements with gaps, or drop those pairs")
+
+
 def check_training_pairs(x: torch.Tensor, y: torch.Tensor, y_clean: torch.Tensor | None = None,
-                         name: str = "training") -> None:
+                         name: str = "training", masking: bool = False) -> None:
     """Refuse data a score net cannot learn from, naming the problem and the fix: x, y (and
     y_clean, used to redraw the noise) must be floating point and finite, and x must vary
-    (a constant x leaves nothing to learn and no scale for the noise ladder).
+    (a constant x leaves nothing to learn and no scale for the noise ladder). With
+    ``masking`` (``training.masking``) y may hold NaN (not measured), but no infinity, and
+    every example must keep a measured entry.
 
     Integer or NaN fields otherwise surface far from their cause (a ladder "of distance 0",
     a loss that "became nan" at some step, a dtype clash inside a convolution)."""
@@ -75,12 +87,29 @@ def check_training_pairs(x: torch.Tensor, y: torch.Tensor, y_clean: torch.Tensor
                 f"fields (a prior, forward or noise model returned integers?); convert them "
                 f"with .float(), or return float32 from the component"
             )
-        check_finite(t, f"the {name} {which}")
+        if which == "y" and masking:
+            _check_gappy_y(t, name)
+            continue
+        check_finite(t, f"the {name} {which}",
+                     X_COMPLETE if which == "x" else Y_GAPS if which == "y" else
+                     "clean or drop those entries first")
     if x.shape[0] > 1 and bool((x == x[:1]).all()):
         raise DataError(
             f"the {name} x is the same field in every sample ({x.shape[0]} samples): there is "
             f"nothing to learn; check the prior (its parameters, or that it uses the generator)"
         )
+
+
+def _check_gappy_y(y: torch.Tensor, name: str) -> None:
+    """Training y with gaps: NaN (not measured) is welcome, infinity is not, and each example
+    must keep a measured entry."""
+    check_finite(torch.nan_to_num(y, nan=0.0, posinf=math.inf, neginf=-math.inf),
+                 f"the {name} y", "only NaN marks an entry that was not measured; drop "
+                 "those pairs")
+    empty = torch.isnan(y).flatten(1).all(1)
+    if bool(empty.any()):
+        raise DataError(f"the {name} y: example {int(empty.nonzero()[0])} is all NaN (nothing "
+                        f"measured), so there is nothing to condition on; drop those pairs")
 
 
 def generator_device(

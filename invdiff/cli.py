@@ -131,7 +131,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     from invdiff.experiment.inference import infer, load_model
 
     model = load_model(args.model)
-    y, sources = read_measurements(args.measurements, tuple(model.y_shape))  # before any work
+    y, sources = read_measurements(args.measurements, tuple(model.y_shape),  # before any work
+                                   masking=model.masking)
     result = infer(model, y, n=args.n, sampler=args.sampler, overrides=args.set,
                    seed=args.seed, progress=not args.quiet)
     if result is None:  # another rank than 0: its measurements went to rank 0

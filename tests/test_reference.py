@@ -133,8 +133,10 @@ def test_errors_name_the_problem():
     prob = make_problem(n=4)
     with pytest.raises(DataError, match=r"expected \(B, 1, 4, 4\)"):
         prob.forward_model(torch.zeros(2, 1, 5, 5))
-    with pytest.raises(DataError, match="non-finite"):
+    with pytest.raises(DataError, match="all NaN"):  # NaN = not measured; here nothing is
         prob.posterior.mean(torch.full((1, 1, 4, 4), float("nan")))
+    with pytest.raises(DataError, match="infinite"):
+        prob.posterior.mean(torch.full((1, 1, 4, 4), float("inf")))
     with pytest.raises(ConfigError, match="absolute std"):
         exact_posterior(prob.prior, prob.forward_model, GaussianNoise(level=0.05))
     with pytest.raises(ConfigError, match="not linear-Gaussian"):

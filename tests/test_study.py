@@ -233,8 +233,16 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     expected = {(p, n, s, a, b) for p in preset.problems for (a, b) in preset.cells(p)
                 for n in preset.nets for s in preset.samplers}
     assert cells == expected and len(expected) == 2 * (4 + 16 + 4)
+    # measurements with gaps: the reference problem's diagonal cells again per scenario
+    gaps = {(r["net"], r["sampler"], r["missing"]) for r in rows if r["missing"] != "none"}
+    assert gaps == {(n, s, m) for n in preset.nets for s in preset.samplers
+                    for m in ("random-0.3", "block-0.25")}
+    assert all(r["problem"] == "reference" for r in rows if r["missing"] != "none")
     for r in rows:
         assert 0 <= float(r["coverage_90"]) <= 1 and float(r["seconds"]) > 0
+        if not r["net"].startswith("sbi"):  # the memorisation check of every invdiff cell
+            assert float(r["memorisation_ratio"]) > 0
+    assert any(r.get("iou") for r in rows if r["problem"] == "oce")  # the OCE plugin's metric
     by_ref = {r["problem"]: r["reference"] for r in rows}
     assert by_ref == {"reference": "linear-gaussian", "elasticity": "inclusion-mcmc",
                       "oce": "spheroid-mcmc"}
@@ -267,7 +275,8 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
 
     md = (out / "results.md").read_text()
     assert "invdiff study smoke --out" in md
-    for section in ("Misspecified noise", "Calibration", "Cost", "Peer: sbi NPSE"):
+    for section in ("Measurements with gaps", "Misspecified noise", "Calibration", "Cost",
+                    "Peer: sbi NPSE"):
         assert section in md
     if sbi_available() is None:
         assert any(r["net"] == "sbi-npse-mlp" for r in rows)
@@ -281,10 +290,11 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     ckpt = runs / "elasticity" / "noise-0.05" / "unet" / "checkpoints" / "final.pt"
     stamp = ckpt.stat().st_mtime_ns
     assert main([*args, "--only", "reference", "elasticity", "--no-peer"]) == 0
-    again = {(r["problem"], r["net"], r["sampler"], r["noise_train"], r["noise_test"]): r
-             for r in _rows(out / "results.csv")}
+    again = {(r["problem"], r["net"], r["sampler"], r["noise_train"], r["noise_test"],
+              r["missing"]): r for r in _rows(out / "results.csv")}
     for r in rows:
-        key = (r["problem"], r["net"], r["sampler"], r["noise_train"], r["noise_test"])
+        key = (r["problem"], r["net"], r["sampler"], r["noise_train"], r["noise_test"],
+               r["missing"])
         if key in again:
             assert again[key]["rmse_truth"] == r["rmse_truth"]
             assert again[key]["seconds"] == r["seconds"]
@@ -316,11 +326,12 @@ def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
     kw = dict(out=out, runs=runs, only=["reference"], nets=["unet"], peer=False, quiet=True)
     result = study("smoke", **kw)
-    rows = _rows(out / "results.csv")
+    rows = [r for r in _rows(out / "results.csv") if r["missing"] == "none"]  # complete y
     assert [(r["sampler"], r["reference"]) for r in rows] == [
         ("annealed-langevin", "linear-gaussian"), ("predictor-corrector", "linear-gaussian"),
         ("heun", "linear-gaussian"), ("dpm-2m", "linear-gaussian")]
-    assert len(result.rows) == 4 and (out / "results.md").exists()
+    scenarios = 1 + len(load_preset("smoke").problems["reference"].missing)  # and with gaps
+    assert len(result.rows) == 4 * scenarios and (out / "results.md").exists()
     # the exact posterior's own error, recomputed here from the held-out set
     from invdiff.reference import exact_posterior
 
@@ -332,7 +343,7 @@ def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
     ckpt = runs / "reference" / "noise-0.0234" / "unet" / "checkpoints" / "final.pt"
     stamp = ckpt.stat().st_mtime_ns
     study("smoke", **kw)
-    again = _rows(out / "results.csv")
+    again = [r for r in _rows(out / "results.csv") if r["missing"] == "none"]
     assert [r["rmse_truth"] for r in again] == [r["rmse_truth"] for r in rows]
     assert [r["seconds"] for r in again] == [r["seconds"] for r in rows]  # read back
     assert ckpt.stat().st_mtime_ns == stamp

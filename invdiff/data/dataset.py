@@ -40,10 +40,12 @@ class Normalization:
 
     @classmethod
     def fit(cls, x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> Normalization:
-        """Per-channel mean and std over batch and pixels of ``x (N, C, ...)`` and ``y``."""
+        """Per-channel mean and std over batch and pixels of ``x (N, C, ...)`` and ``y``; NaN
+        entries (of y: not measured, :mod:`invdiff.data.masking`) are left out."""
         def stats(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             flat = t.transpose(0, 1).reshape(t.shape[1], -1).double()
-            return flat.mean(1).float(), flat.std(1).clamp_min(eps).float()
+            mean, std = _nan_mean_std(flat, 1)
+            return mean.float(), std.clamp_min(eps).float()
 
         xm, xs = stats(x)
         ym, ys = stats(y)
@@ -62,10 +64,11 @@ class Normalization:
         boundary) is centred, not blown up.
         """
         flat = y.double()
-        std_c = flat.transpose(0, 1).reshape(y.shape[1], -1).std(1)
-        std = flat.std(0)
+        std_c = _nan_mean_std(flat.transpose(0, 1).reshape(y.shape[1], -1), 1)[1]
+        mean, std = _nan_mean_std(flat, 0)  # NaN (not measured) entries left out
         floor_c = (floor * std_c).clamp_min(1e-12).reshape(-1, *([1] * (y.dim() - 2)))
-        return Normalization(self.x_mean, self.x_std, flat.mean(0).float(),
+        std = torch.where(torch.isnan(std), floor_c.expand_as(std), std)
+        return Normalization(self.x_mean, self.x_std, torch.nan_to_num(mean).float(),
                              torch.maximum(std, floor_c).float(), self.x_log)
 
     def with_x_log(self, x: torch.Tensor) -> Normalization:
@@ -131,6 +134,19 @@ class Normalization:
             return cls(*stats, x_log=bool(state.get("x_log", False)))
         except KeyError as exc:
             raise DataError(f"normalisation statistics lack {exc.args[0]!r}") from None
+
+
+def _nan_mean_std(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased std of ``t`` along ``dim`` over its entries that are not NaN (as
+    ``mean``/``std`` when there are none: a measurement with gaps does not bias the
+    statistics). A slice with fewer than two such entries has std NaN."""
+    if not bool(torch.isnan(t).any()):
+        return t.mean(dim), t.std(dim)
+    ok = ~torch.isnan(t)
+    n = ok.sum(dim)
+    mean = torch.where(ok, t, 0.0).sum(dim) / n
+    dev = torch.where(ok, t - mean.unsqueeze(dim), 0.0)
+    return mean, (dev.square().sum(dim) / (n - 1)).sqrt()
 
 
 @dataclass

@@ -65,7 +65,9 @@ def posterior_figure(
     labels = labels or field_labels()
     units = {"x": labels["x"].units or "x", "y": labels["y"].units or "y",
              "s": labels["x"].units or "x", "r": labels["y"].units or "y"}
-    r_max = max((float(p[1].abs().max()) for p in panels if p[2] == "r"), default=1.0)
+    # (NaN where y was not measured: those pixels are left blank)
+    r_max = max((float(p[1].nan_to_num().abs().max()) for p in panels if p[2] == "r"),
+                default=1.0)
     fig, axes = plt.subplots(1, len(panels), figsize=(2.5 * len(panels), 3.3))
     for ax, (name, field, kind) in zip(axes, panels, strict=True):
         kw = {"x": {"vmin": vmin, "vmax": vmax, "cmap": "viridis"},

@@ -50,6 +50,7 @@ import numpy as np
 import scipy.optimize
 import torch
 
+from invdiff.data.masking import check_gaps
 from invdiff.data.simulation import _default_spec
 from invdiff.errors import ConfigError
 from invdiff.evaluation.mcmc_diagnostics import effective_sample_size, split_rhat
@@ -254,9 +255,10 @@ class ParameterMCMCReference(ReferencePosterior):
     chain per measurement for the first ``n_ref`` measurements.
 
     Subclasses say which problems fit (:meth:`fits`) and build the :class:`ParameterPosterior`
-    of one measurement (:meth:`parameter_posterior`). With ``cache`` set, each chain's summary
-    is stored under :meth:`cache_key`, a fingerprint of all that determines the chain (a rerun
-    reads it back; a changed problem or chain setting runs a new chain).
+    of one measurement (:meth:`parameter_posterior`), whose likelihood uses only the measured
+    entries of y (NaN = not measured, :mod:`invdiff.data.masking`). With ``cache`` set, each
+    chain's summary is stored under :meth:`cache_key`, a fingerprint of all that determines the
+    chain (a rerun reads it back; a changed problem or chain setting runs a new chain).
     """
 
     def __init__(self, n_ref: int = 2, n_steps: int = DEFAULT_MCMC_STEPS,
@@ -286,6 +288,7 @@ class ParameterMCMCReference(ReferencePosterior):
         why = self.fits(prior, forward_model, noise_model)
         if why is not None:
             raise ConfigError(f"{type(self).__name__}: {why}")
+        check_gaps(torch.as_tensor(y), True, "y")  # NaN = not measured; the likelihoods skip it
         rows = []
         for m in range(min(self.n_ref, len(y))):
             clean = None if y_clean is None else y_clean[m]

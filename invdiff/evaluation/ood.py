@@ -22,6 +22,13 @@ out-of-distribution inputs to deep generative models using typicality"): the thr
 the ``alpha/2`` and ``1 - alpha/2`` quantiles of the scores of held-out measurements the fit
 did not see (:meth:`Typicality.calibrate`), so about a fraction ``alpha`` of measurements from
 the training distribution is flagged (the false-alarm rate; ``alpha = 0.01`` by default).
+
+Measurements with gaps (NaN = not measured): the score is the same distance under the fitted
+covariance :math:`\Sigma = \bar\lambda_r I + U\,\mathrm{diag}(\lambda - \bar\lambda_r)\,U^\top`
+restricted to the measured entries O, :math:`c_O^\top \Sigma_{OO}^{-1} c_O` (Woodbury, k x k),
+and its thresholds and percentile come from the held-out measurements scored on the same
+entries (:meth:`Typicality.assess`), so a gap changes neither the false-alarm rate nor the
+meaning of the percentile.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ class Typicality:
     upper: float = float("inf")
     held_out: torch.Tensor | None = None  # calibration scores, sorted
     alpha: float = 0.01
+    held_out_y: torch.Tensor | None = None  # calibration measurements (N, D), for gaps
 
     @classmethod
     def fit(cls, y: torch.Tensor, max_components: int = 64) -> Typicality:
@@ -67,12 +75,54 @@ class Typicality:
         return cls(mean, comps, lam, max(resid, floor))
 
     def score(self, y: torch.Tensor) -> torch.Tensor:
-        """``s(y)`` of measurements ``y (M, *y_shape)``: ``(M,)``."""
-        c = _flat(y) - self.mean
+        """``s(y)`` of measurements ``y (M, *y_shape)``: ``(M,)`` (NaN entries: the distance
+        over the measured ones, module docstring)."""
+        z = _flat(y)
+        measured = ~torch.isnan(z)
+        if not bool(measured.all()):
+            out = torch.empty(len(z), dtype=torch.float64)
+            for pattern, idx in _patterns(measured):
+                out[idx] = self._score_on(z[idx][:, pattern], pattern)
+            return out
+        c = z - self.mean
         proj = c @ self.components.T
         inside = (proj.square() / self.variances).sum(1)
         rest = (c.square().sum(1) - proj.square().sum(1)).clamp_min(0)
         return inside + rest / self.residual_variance
+
+    def _score_on(self, z: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+        """``c_O^T Sigma_OO^-1 c_O`` of measurements ``z (m, |O|)`` on the entries ``pattern``."""
+        c = z - self.mean[pattern]
+        d = self.variances - self.residual_variance
+        keep = d > 0  # components below the residual level add nothing to Sigma
+        u = self.components[keep][:, pattern].T  # (|O|, k')
+        inner = torch.diag(self.residual_variance / d[keep]) + u.T @ u
+        proj = c @ u
+        corr = (proj * torch.linalg.solve(inner, proj.T).T).sum(1)
+        return (c.square().sum(1) - corr).clamp_min(0) / self.residual_variance
+
+    def assess(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score, percentile (0-100) among the held-out scores, flag and thresholds of each
+        measurement in ``y (M, *y_shape)``, each ``(M,)``; a measurement with gaps is compared
+        with the held-out measurements scored on its measured entries."""
+        if self.held_out is None:
+            raise DataError("calibrate the typicality test on held-out measurements first")
+        scores = self.score(y)
+        z = _flat(y)
+        measured = ~torch.isnan(z)
+        lower = torch.full((len(z),), self.lower, dtype=torch.float64)
+        upper = torch.full((len(z),), self.upper, dtype=torch.float64)
+        pct = self.percentile(scores)
+        for pattern, idx in _patterns(measured):
+            if bool(pattern.all()) or self.held_out_y is None:
+                continue
+            held = self._score_on(self.held_out_y[:, pattern], pattern).sort().values
+            q = torch.tensor([self.alpha / 2, 1 - self.alpha / 2], dtype=held.dtype)
+            lower[idx], upper[idx] = (v.item() for v in torch.quantile(held, q))
+            below = torch.searchsorted(held, scores[idx], right=True)
+            pct[idx] = 100.0 * below.double() / len(held)
+        return {"score": scores, "percentile": pct, "flag": (scores < lower) | (scores > upper),
+                "lower": lower, "upper": upper}
 
     def calibrate(self, y: torch.Tensor, alpha: float = 0.01) -> Typicality:
         """Set the thresholds at the ``alpha/2`` and ``1 - alpha/2`` quantiles of the scores of
@@ -85,6 +135,7 @@ class Typicality:
         q = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=s.dtype)
         lo, hi = torch.quantile(s, q).tolist()
         self.lower, self.upper, self.held_out, self.alpha = lo, hi, s, alpha
+        self.held_out_y = _flat(y)
         return self
 
     def percentile(self, scores: torch.Tensor) -> torch.Tensor:
@@ -101,3 +152,9 @@ class Typicality:
 
 def _flat(y: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(y).detach().to("cpu", torch.float64).flatten(1)
+
+
+def _patterns(measured: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(pattern (D,) bool, rows with it)`` for each pattern of measured entries."""
+    patterns, which = torch.unique(measured, dim=0, return_inverse=True)
+    return [(p, (which == k).nonzero()[:, 0]) for k, p in enumerate(patterns)]

@@ -9,7 +9,9 @@ ch. 6). The discrepancy is the squared residual
 
 with r the noise model's residual (``noise_model.residual(y, y_clean)`` where it has one, such
 as a wrapped phase difference; else ``y - F(x)``) and w the model's y scale (so that every
-channel counts alike). Works for every registered noise model: it only needs to draw noise.
+channel counts alike). The sum runs over the measured entries of y: a NaN entry was not
+measured (:mod:`invdiff.data.masking`), and the replicates are compared on the same entries.
+Works for every registered noise model: it only needs to draw noise.
 
 Two p-values per measurement:
 
@@ -75,16 +77,21 @@ def posterior_predictive_check(
     map."""
     m, n = samples.shape[:2]
     k = max(1, min(n_draws, n))
+    measured = ~torch.isnan(y)  # NaN entries were not measured: T sums over the others
+    if not bool(measured.all()):  # (M, 1, *y_shape): an unmeasured entry weighs 0
+        scale = torch.where(measured.unsqueeze(1), torch.as_tensor(scale, dtype=y.dtype),
+                            torch.inf)
+    y_seen = torch.nan_to_num(y)
     x = samples[:, :k].reshape(m * k, *samples.shape[2:])
     flat, ok, error = _forward(forward_model, x)
     clean = flat.reshape(m, k, *y.shape[1:]).to(y.dtype)
     ok = ok.reshape(m, k)
-    safe = torch.where(ok.reshape(m, k, *[1] * (clean.dim() - 2)), clean, y.unsqueeze(1))
+    safe = torch.where(ok.reshape(m, k, *[1] * (clean.dim() - 2)), clean, y_seen.unsqueeze(1))
     weights = ok.to(y.dtype).reshape(m, k, *[1] * (clean.dim() - 2))
     mean_clean = (safe * weights).sum(1) / weights.sum(1).clamp_min(1)
     residual = torch.where(ok.any(1).reshape(m, *[1] * (y.dim() - 1)),
                            _residual(noise_model, y, mean_clean), float("nan"))
-    obs = _discrepancy(noise_model, y.unsqueeze(1).expand_as(safe), safe, scale)  # (M, K)
+    obs = _discrepancy(noise_model, y_seen.unsqueeze(1).expand_as(safe), safe, scale)  # (M, K)
     obs = torch.where(ok, obs, torch.inf)
     # the sampled p-value: R replicates around draw 0
     base = safe[:, :1].expand(m, replicates, *safe.shape[2:])
@@ -134,8 +141,9 @@ def _residual(noise_model: Any, y: torch.Tensor, clean: torch.Tensor) -> torch.T
 def _discrepancy(noise_model: Any, y: torch.Tensor, clean: torch.Tensor,
                  scale: torch.Tensor | float) -> torch.Tensor:
     """T over the trailing y dimensions of ``y``, ``clean`` ``(M, K, *y_shape)``: ``(M, K)``."""
-    r = _residual(noise_model, y.flatten(0, 1), clean.flatten(0, 1)) / scale
-    return r.double().square().flatten(1).sum(1).reshape(y.shape[:2])
+    r = _residual(noise_model, y.flatten(0, 1), clean.flatten(0, 1))
+    r = r.reshape(y.shape) / scale if r.shape == y.flatten(0, 1).shape else r / scale
+    return r.double().square().reshape(*y.shape[:2], -1).sum(2)
 
 
 def _draw(noise_model: Any, clean: torch.Tensor, generator: torch.Generator | None

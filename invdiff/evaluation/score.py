@@ -77,6 +77,7 @@ def sample_and_score(
     components: tuple[Any, Any, Any] | None = None,
     calibration_levels: Sequence[float] | None = None,
     rank_bins: int | None = None,
+    train_x: torch.Tensor | None = None,
     threads: int | None = DEFAULT_THREADS,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     **sampler_params: Any,
@@ -88,7 +89,9 @@ def sample_and_score(
     truth ``(M, *x_shape)``: metrics against it; reference: a reference posterior of these
     measurements (:func:`invdiff.evaluation.references.reference_on`); components (prior,
     forward model, noise model): the problem, for problem-specific metrics;
-    calibration_levels and rank_bins: SBC and TARP (needs the truth). ``metrics`` always holds
+    calibration_levels and rank_bins: SBC and TARP (needs the truth); train_x: the training
+    fields, for the memorisation check (:mod:`invdiff.evaluation.memorisation`). ``metrics``
+    always holds
     ``nfe`` (score evaluations per chain), ``seconds`` (sampling wall time, all
     measurements), ``n_samples`` and ``n_measurements``. None on torchrun ranks other than 0.
     """
@@ -97,7 +100,7 @@ def sample_and_score(
         return None
     samples = post.samples.detach().float().cpu()
     metrics, calib = score(samples, truth, reference, components, calibration_levels,
-                           rank_bins)
+                           rank_bins, train_x)
     metrics.update(nfe=post.nfe, seconds=post.seconds)
     return Scored(post, metrics, calib)
 
@@ -105,7 +108,7 @@ def sample_and_score(
 def score(samples: torch.Tensor, truth: torch.Tensor | None = None, reference: Any = None,
           components: tuple[Any, Any, Any] | None = None,
           calibration_levels: Sequence[float] | None = None, rank_bins: int | None = None,
-          ) -> tuple[dict[str, Any], dict[str, Any]]:
+          train_x: torch.Tensor | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The scores of posterior ``samples (M, n, *x_shape)`` (CPU, physical units) of
     :func:`sample_and_score`, for samples drawn by anything (a peer method, say): metrics
     (with ``n_samples``, ``n_measurements``) and calibration details."""
@@ -126,5 +129,9 @@ def score(samples: torch.Tensor, truth: torch.Tensor | None = None, reference: A
 
             metrics.update(problem_metrics(components, samples, truth.cpu(),
                                            reserved=metrics))
+    if train_x is not None:
+        from invdiff.evaluation.memorisation import memorisation_metrics
+
+        metrics.update(memorisation_metrics(samples, train_x, truth, reference))
     metrics.update(n_samples=int(samples.shape[1]), n_measurements=int(samples.shape[0]))
     return metrics, calib

@@ -2,7 +2,8 @@
 
 Inputs: each ``MEASUREMENT`` is a ``.npy`` array ``(C, H, W)`` or ``(B, C, H, W)``, or an
 ``.npz`` with such an array ``y``; all are checked (readable, real, finite, the model's shape)
-before any work, and concatenated in the order given.
+before any work, and concatenated in the order given. For a model trained with
+``training.masking``, NaN entries mark what was not measured.
 
 Outputs in ``--out`` (each written atomically, only after everything succeeded):
 
@@ -32,13 +33,15 @@ from invdiff.experiment.inference import check_measurements
 __all__ = ["read_measurements", "write_results"]
 
 
-def read_measurements(paths: list[str | Path], y_shape: tuple[int, ...]
-                      ) -> tuple[torch.Tensor, list[str]]:
-    """The measurements of ``paths`` as one batch ``(M, *y_shape)`` and the file of each."""
+def read_measurements(paths: list[str | Path], y_shape: tuple[int, ...],
+                      masking: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """The measurements of ``paths`` as one batch ``(M, *y_shape)`` and the file of each;
+    ``masking``: NaN entries (not measured) are welcome (a model trained with
+    ``training.masking``)."""
     batches, sources = [], []
     for path in map(Path, paths):
         arr = _load(path)
-        y = check_measurements(arr, y_shape, str(path))
+        y = check_measurements(arr, y_shape, str(path), masking)
         batches.append(y)
         sources += [str(path)] * len(y)
     return torch.cat(batches), sources

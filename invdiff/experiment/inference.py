@@ -65,10 +65,15 @@ def load_model(path: str | Path, device: str | torch.device | None = None,
     return model
 
 
-def check_measurements(y: Any, y_shape: tuple[int, ...], name: str = "y") -> torch.Tensor:
+def check_measurements(y: Any, y_shape: tuple[int, ...], name: str = "y",
+                       masking: bool = False) -> torch.Tensor:
     """Measurements ``(C, H, W)`` or ``(B, C, H, W)`` (tensor or array) as a float batch
     ``(B, *y_shape)``; a clear :class:`DataError` for complex or non-numeric data, an empty
-    array, the wrong shape and non-finite entries."""
+    array, the wrong shape and non-finite entries. ``masking``: the model was trained with
+    ``training.masking``, so NaN entries (not measured) are welcome, as long as each
+    measurement has a measured one (:func:`invdiff.data.masking.check_gaps`)."""
+    from invdiff.data.masking import check_gaps
+
     t = to_tensor(y, name)
     if t.numel() == 0:
         raise DataError(f"{name} is empty; give at least one measurement of shape {y_shape}")
@@ -80,6 +85,8 @@ def check_measurements(y: Any, y_shape: tuple[int, ...], name: str = "y") -> tor
         raise DataError(f"{name} holds {t.dtype} values; measurements must be floating-point "
                         f"(convert them, e.g. numpy's .astype('float32'))")
     t = as_batch(t, tuple(y_shape), name)
+    if masking:
+        return check_gaps(t, True, name)
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
         where = int(bad.flatten(1).any(1).nonzero()[0])
@@ -123,7 +130,8 @@ def infer(model: Any, y: Any, *, n: int | None = None, sampler: str | None = Non
     from invdiff.evaluation.score import sample_and_score
 
     parts = _parts(model, overrides, n, sampler, seed, progress)
-    y = check_measurements(y, tuple(model.y_shape))
+    y = check_measurements(y, tuple(model.y_shape), masking=bool(getattr(model, "masking",
+                                                                          False)))
     s = parts.cfg.sampling
     scored = sample_and_score(model, y, seed=s.seed, sampler=parts.sampler, n=s.n_samples,
                               threads=s.threads)
@@ -208,12 +216,12 @@ def _check(result: Inference, parts: ExperimentParts, model: Any, y: torch.Tenso
     fit_y, cal_y, source = reference_measurements(parts)
     test = Typicality.fit(norm.normalize_y(fit_y.float())).calibrate(
         norm.normalize_y(cal_y.float()), alpha)
-    scores = test.score(norm.normalize_y(y.float()))
-    pct, flags = test.percentile(scores), test.flags(scores)
+    judged = test.assess(norm.normalize_y(y.float()))  # gaps: on the measured entries
+    scores, pct, flags = judged["score"], judged["percentile"], judged["flag"]
     g = torch.Generator().manual_seed(parts.cfg.sampling.seed)
     samples = result.posterior.samples.detach().cpu()
     scale = norm._view(norm.y_std, y).cpu()
-    ppc = posterior_predictive_check(y.cpu(), samples, parts.components[1],
+    ppc = posterior_predictive_check(y.cpu(), samples, parts.components[1],  # NaN: skipped
                                      parts.components[2], scale, ppc_draws, replicates, g)
     result.residual = ppc.residual
     result.report["checks"] = {
@@ -227,7 +235,8 @@ def _check(result: Inference, parts: ExperimentParts, model: Any, y: torch.Tenso
     for m, row in enumerate(result.measurements):
         row.update({
             "out_of_distribution": bool(flags[m]), "ood_score": float(scores[m]),
-            "ood_threshold": [test.lower, test.upper], "ood_percentile": float(pct[m]),
+            "ood_threshold": [float(judged["lower"][m]), float(judged["upper"][m])],
+            "ood_percentile": float(pct[m]),
             "ppc_pvalue": float(ppc.pvalue[m]),
             "ppc_pvalue_classic": float(ppc.pvalue_classic[m]),
             "ppc_discrepancy": _finite(ppc.discrepancy[m]),

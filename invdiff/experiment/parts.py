@@ -26,6 +26,7 @@ bytes and the sampling settings for samples (:meth:`ExperimentParts.samples_key`
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,7 +224,7 @@ class ExperimentParts:
         train, val = full.split(n_val) if n_val else (full, None)
         for name, ds in (("train", train), ("val", val)):
             if ds is not None:
-                check_data(None, ds, name)
+                check_data(None, ds, name, self.cfg.training.masking)
         return train, val
 
     # -- training ------------------------------------------------------------------------
@@ -250,7 +251,8 @@ class ExperimentParts:
 
     def is_trained(self) -> bool:
         """Whether ``final.pt`` finished this config's training: its experiment has this
-        config's :func:`training_key` and all ``training.steps`` are done."""
+        config's :func:`training_key` and all ``training.steps`` are done (or early stopping
+        ended the run)."""
         from invdiff.training.checkpoint import load_checkpoint
 
         if not (self.paths.final.is_file() and self.paths.history.is_file()):
@@ -259,8 +261,10 @@ class ExperimentParts:
             ckpt = load_checkpoint(self.paths.final)
         except CheckpointError:
             return False  # unreadable: train again (resuming from last.pt where possible)
-        return (int(ckpt["step"]) == self.cfg.training.steps
-                and training_key(ckpt["experiment"]) == training_key(self.experiment_json))
+
+        stopped = json.loads((ckpt.get("training") or {}).get("early_stopped", "null"))
+        done = int(ckpt["step"]) == self.cfg.training.steps or stopped is not None
+        return done and training_key(ckpt["experiment"]) == training_key(self.experiment_json)
 
     @property
     def experiment_json(self) -> dict[str, Any]:
@@ -327,7 +331,8 @@ def make_ladder(cfg: ExperimentConfig, train: Any, steps_per_level: int | None =
     from invdiff.sampling.sigmas import geometric, suggest
     from invdiff.training.setup import check_data, training_normalization
 
-    check_data(None, train, "train")  # before the ladder measures x (checked once per dataset)
+    # before the ladder measures x (checked once per dataset)
+    check_data(None, train, "train", cfg.training.masking)
     lad = cfg.ladder
     norm = normalization or training_normalization(train, cfg.training)
     sug = suggest(norm.normalize_x(train.x), sigma_L=lad.sigma_L,
@@ -344,9 +349,13 @@ def build_net(cfg: ExperimentConfig, x_shape: tuple, y_shape: tuple
               ) -> tuple[Any, dict[str, Any]]:
     """The score net of ``cfg`` for these shapes, and the spec that rebuilds it. Initial
     weights come from torch's global generator, seeded here from the config (without
-    disturbing the caller's stream): two fresh runs of a config are identical."""
+    disturbing the caller's stream): two fresh runs of a config are identical. Under
+    ``training.masking`` the net's y has one channel more than the measurement: its mask
+    (:func:`invdiff.data.masking.masked_input`)."""
     import torch
 
+    if cfg.training.masking:
+        y_shape = (int(y_shape[0]) + 1, *y_shape[1:])
     params = {**cfg.net.params, "x_shape": list(x_shape), "y_shape": list(y_shape)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.training.seed)

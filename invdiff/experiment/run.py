@@ -77,7 +77,9 @@ class Experiment(ExperimentParts):
                        "seconds": last.get("seconds"), "val_loss_ema": last.get("val_loss_ema"),
                        "n_levels": len(sigmas), "sigma_1": float(sigmas[0]),
                        "sigma_L": float(sigmas[-1]), "ladder_reasoning": reasoning,
-                       "parameters": sum(p.numel() for p in net.parameters())}
+                       "parameters": sum(p.numel() for p in net.parameters()),
+                       "objective": self.cfg.training.objective,
+                       "early_stopped": trainer.early_stopped}
             if trainer.dist.is_main:  # rank 0 writes the files
                 atomic_write_text(self.paths.history,
                                   json.dumps({**summary, "history": trainer.history}, indent=2))

@@ -42,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from invdiff.checks import as_batch, check_finite, randn
+from invdiff.data.masking import check_gaps
 from invdiff.errors import ConfigError, DataError, SamplingError
 from invdiff.interfaces import Sampler, SampleResult, ScoreFn
 from invdiff.params import DEFAULT_CHUNK_SIZE
@@ -304,6 +305,10 @@ class LadderSampler(Sampler):
             )
         if y.shape[0] < 1:
             raise DataError("y holds no measurement (M = 0)")
+        if getattr(score, "masking", False):  # NaN = not measured (invdiff.data.masking)
+            return check_gaps(y, True, "y")
+        if bool(torch.isnan(y).any()):  # a gap given to a score that cannot take one
+            check_gaps(y, False, "y")
         return check_finite(y, "y")
 
     def _start(

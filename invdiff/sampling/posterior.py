@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from invdiff.checks import as_batch, seeded_generator, to_tensor
+from invdiff.data.masking import check_gaps
 from invdiff.errors import ConfigError, DataError
 from invdiff.interfaces import Sampler, ScoreFn
 from invdiff.params import DEFAULT_N_SAMPLES, DEFAULT_SAMPLER, DEFAULT_THREADS
@@ -174,6 +175,7 @@ def sample_posterior(
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     generator: torch.Generator | None = None,
     threads: int | None = DEFAULT_THREADS,
+    calibration: Any = None,
     **sampler_params: Any,
 ) -> Posterior:
     """Draw ``n`` posterior samples for each measurement in ``y (M, *y_shape)`` (or one y; a
@@ -182,9 +184,13 @@ def sample_posterior(
     ``sampler``: a registered name (``sampler_params`` go to its factory) or a Sampler.
     ``sigmas``: the ladder; defaults to ``score_or_model.sigmas``. Units: y and the returned
     samples are physical; a ``.normalization`` on the score maps them to and from the units the
-    score works in. ``threads``: CPU threads (torch and BLAS) while sampling; None leaves
+    score works in. Entries of y that were not measured are NaN, for a model trained with
+    ``training.masking`` (``score.masking``); any other score refuses them. ``threads``: CPU
+    threads (torch and BLAS) while sampling; None leaves
     torch's default (one per core), which collapses on a shared machine (see the thread policy
-    in docs/training.md). Returns a :class:`Posterior`.
+    in docs/training.md). ``calibration``: a fitted
+    :class:`~invdiff.evaluation.recalibration.Calibration` (from :func:`invdiff.calibrate`),
+    applied to the samples. Returns a :class:`Posterior`.
     """
     if isinstance(sampler, str):
         sampler = _create_sampler(sampler, sampler_params)
@@ -205,6 +211,8 @@ def sample_posterior(
     if y_shape is not None:
         y = as_batch(y, tuple(y_shape), "y")
     y = y.to(_input_dtype(score_or_model, y))
+    # NaN = not measured: only for a model trained with training.masking (invdiff.data.masking)
+    check_gaps(y, bool(getattr(score_or_model, "masking", False)), "y")
     _check_memory(score_or_model, sampler, y, n)  # safety: refuse sizes that cannot fit
     norm = getattr(score_or_model, "normalization", None)
     y_in = norm.normalize_y(y) if norm is not None else y
@@ -216,8 +224,9 @@ def sample_posterior(
         m, k = samples.shape[:2]
         samples = norm.denormalize_x(samples.reshape(m * k, *samples.shape[2:])).reshape(
             samples.shape)
-    return Posterior.from_samples(samples, quantiles, nfe=res.nfe, seconds=res.seconds,
+    post = Posterior.from_samples(samples, quantiles, nfe=res.nfe, seconds=res.seconds,
                                   info=res.info)
+    return post if calibration is None else calibration.apply(post)
 
 
 def _check_memory(score: Any, sampler: Any, y: torch.Tensor, n: int) -> None:

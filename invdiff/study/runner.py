@@ -54,7 +54,7 @@ from .preset import Preset
 
 HELD_OUT_SEED = 7_919  # the held-out noise draws at another level: seed + round(1e6 L)
 #: the version of the cell rule: a cell's numbers depend on it (seeding, held-out sets)
-CELL_RULE = "measurement-seeded/1"
+CELL_RULE = "measurement-seeded/2"  # 2: with the memorisation check
 
 
 @dataclass
@@ -217,16 +217,17 @@ def read_cell(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
         return None
 
 
-def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Reference | None
-             ) -> Scored:
+def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Reference | None,
+             train_x: torch.Tensor | None = None) -> Scored:
     """Sample the held-out posteriors with one sampler, scored (the path of
-    ``invdiff sample``: chains of measurement m seeded by ``(preset.seed, m)``)."""
+    ``invdiff sample``: chains of measurement m seeded by ``(preset.seed, m)``); with the
+    training fields ``train_x``, the memorisation check too."""
     params = {"progress": False, **preset.samplers[sampler]}
     return sample_and_score(model, h.y, seed=preset.seed, sampler=sampler,
                             n=preset.samples_for(h.problem), truth=h.x, reference=ref,
                             components=h.components,
                             calibration_levels=preset.calibration_levels,
-                            rank_bins=preset.rank_bins, **params)
+                            rank_bins=preset.rank_bins, train_x=train_x, **params)
 
 
 def as_runs(study: Preset | StudyRuns) -> StudyRuns:
@@ -292,7 +293,8 @@ def run_problem(preset: Preset, problem: str, result: StudyResult,
                 else:
                     if model is None:
                         model = load_model(exp.paths.final, device=preset.device, ema=ema)
-                    metrics, calib = cell_metrics(run_cell(preset, model, sampler, h, ref))
+                    metrics, calib = cell_metrics(run_cell(preset, model, sampler, h, ref,
+                                                           exp.training_data[0].x))
                     write_cell(cache, metrics, calib)
                 cell = {"problem": problem, "net": net, "sampler": sampler,
                         "objective": exp.cfg.training.objective,

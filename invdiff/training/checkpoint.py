@@ -240,7 +240,17 @@ def load_model(
     weights = ckpt["ema" if ema else "model"]
     load_state(net, weights, path, "EMA weights" if ema else "weights")
     norm = Normalization.from_state_dict(ckpt["normalization"])
-    return ScoreModel(net, norm, ckpt["sigmas"], ckpt.get("experiment")).to(device).eval()
+    return ScoreModel(net, norm, ckpt["sigmas"], ckpt.get("experiment"),
+                      masking=_trained_with_masking(ckpt)).to(device).eval()
+
+
+def _trained_with_masking(ckpt: dict[str, Any]) -> bool:
+    """``training.masking`` of the run that wrote ``ckpt`` (its resume state records the
+    training config even without an experiment); False for checkpoints from before it."""
+    try:
+        return bool(json.loads(ckpt["training"]["config"]).get("masking", False))
+    except (KeyError, TypeError, ValueError):
+        return bool(((ckpt.get("experiment") or {}).get("training") or {}).get("masking"))
 
 
 def _build_net(spec: Any, path: Path) -> torch.nn.Module:

@@ -28,7 +28,7 @@ def seed_field(default: int, description: str | None = None) -> Any:
 
 #: Config fields that may change when resuming: they do not alter the weight trajectory.
 RESUMABLE_CHANGES = frozenset({"steps", "val_every", "checkpoint_every", "device", "threads",
-                               "snapshot_steps", "tensorboard"})
+                               "snapshot_steps", "tensorboard", "early_stopping"})
 #: How each level's DSM term is weighted (:func:`loss_weight`); "auto" is resolved per net
 #: (:func:`resolve_loss_weighting`).
 LossWeighting = Literal["sigma2", "edm"]
@@ -66,6 +66,11 @@ class TrainingConfig(BaseModel):
         default_factory=list, description="also keep checkpoint_dir/step-K.pt after these "
         "steps K (learning curves: the model part-way through the same run)"
     )
+    early_stopping: int | None = Field(
+        None, ge=1, description="stop once the EMA validation loss has not improved for this "
+        "many validations; the final model keeps the best validation's EMA weights (guards "
+        "against variance collapse and memorisation in long runs)"
+    )
     tensorboard: bool = Field(False, description="log scalars to <out>/tensorboard/ (needs the "
                               "tensorboard package: pip install 'invdiff[tensorboard]')")
     seed: int = seed_field(0, "seed of the initial weights, batches and noise")
@@ -99,6 +104,12 @@ class TrainingConfig(BaseModel):
     )
     objective_params: dict[str, Any] = Field(
         default_factory=dict, description="parameters of the objective's factory"
+    )
+    masking: bool = Field(
+        False, description="train for measurements with gaps: hide a random set of each "
+        "example's y entries (scattered, 0-50%, and a block of up to a quarter of the field) "
+        "and give the net the mask, so one model takes y with NaN where nothing was measured "
+        "(invdiff.data.masking; the net's y gets one channel more)"
     )
     x_transform: Literal["identity", "log"] = Field(
         "identity", description="the space the net learns x in: x itself, or log x for a "

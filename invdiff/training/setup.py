@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from invdiff.checks import check_finite, check_training_pairs
+from invdiff.checks import check_training_pairs
 from invdiff.data import Dataset, Normalization
 from invdiff.errors import ConfigError, DataError
 from invdiff.training.config import TrainingConfig
@@ -56,23 +56,28 @@ def make_objective(cfg: TrainingConfig, net: torch.nn.Module) -> Any:
     return objective
 
 
-def check_data(net: torch.nn.Module | None, data: Dataset, name: str) -> None:
+def check_data(net: torch.nn.Module | None, data: Dataset, name: str,
+               masking: bool = False) -> None:
     """Refuse an empty dataset, shapes other than ``net``'s (when given), and non-finite or
     inconsistent pairs. The pairs of a dataset object are checked once: a run that checks
-    its data before measuring the ladder does not pay again in the trainer."""
+    its data before measuring the ladder does not pay again in the trainer. ``masking``
+    (``training.masking``): y may hold NaN (not measured), and the net takes y with one mask
+    channel more (:mod:`invdiff.data.masking`)."""
     if len(data) == 0:
         raise DataError(f"the {name} dataset is empty; simulate some pairs first")
     for which in ("x", "y"):
         want = getattr(net, f"{which}_shape", None)
-        have = getattr(data, f"{which}_shape")
-        if want is not None and tuple(want) != tuple(have):
+        have = tuple(getattr(data, f"{which}_shape"))
+        if which == "y" and masking:  # the measurement and its mask
+            have = (have[0] + 1, *have[1:])
+        if want is not None and tuple(want) != have:
+            hint = " (the measurement and its mask: training.masking)" if masking else ""
             raise DataError(
                 f"the network expects {which} of shape {tuple(want)} but the {name} dataset "
-                f"has {which} of shape {have}; build the net with {which}_shape={have}"
+                f"has {which} of shape {tuple(getattr(data, f'{which}_shape'))}; build the "
+                f"net with {which}_shape={have}{hint}"
             )
-    if getattr(data, "_pairs_checked", False):
+    if getattr(data, "_pairs_checked", None) == bool(masking):
         return
-    for which in ("x", "y"):
-        check_finite(getattr(data, which), f"{name} dataset {which}")
-    check_training_pairs(data.x, data.y, data.y_clean, f"{name} dataset")
-    data._pairs_checked = True
+    check_training_pairs(data.x, data.y, data.y_clean, f"{name} dataset", masking)
+    data._pairs_checked = bool(masking)

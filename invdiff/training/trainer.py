@@ -18,7 +18,6 @@ the single-process trajectory up to float rounding. Only rank 0 writes checkpoin
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -30,16 +29,18 @@ from tqdm.auto import tqdm
 
 from invdiff.checks import randn, seeded_generator
 from invdiff.data import Dataset, Normalization
-from invdiff.errors import CheckpointError, ConfigError
+from invdiff.data.masking import training_input
+from invdiff.errors import ConfigError
 from invdiff.interfaces import NoiseModel, ScoreFn
 from invdiff.runtime import torch_threads
 from invdiff.sampling.sigmas import check_ladder
 from invdiff.training import distributed
-from invdiff.training.checkpoint import load_checkpoint, load_state, save_checkpoint
+from invdiff.training.checkpoint import load_checkpoint
 from invdiff.training.config import TrainingConfig
+from invdiff.training.early_stopping import EarlyStopping
 from invdiff.training.ema import EMA
 from invdiff.training.model import ScoreModel
-from invdiff.training.resume import check_same_run
+from invdiff.training.resume import restore_state, save_state
 from invdiff.training.schedule import scheduled_lr
 from invdiff.training.setup import (
     check_data,
@@ -52,9 +53,10 @@ from invdiff.training.tensorboard import open_writer
 
 __all__ = ["Trainer"]
 
-#: Streams of the seed: each epoch's shuffle and noise redraw get their own generator seeded
-#: from (seed, stream, epoch), so they need no saved state; validation noise is fixed.
-_SHUFFLE, _REDRAW, _VALIDATION = 1, 2, 3
+#: Streams of the seed: each epoch's shuffle and noise redraw (each step's and validation
+#: chunk's masks) get a generator seeded from (seed, stream, epoch or step), so they need no
+#: saved state; validation noise is fixed.
+_SHUFFLE, _REDRAW, _VALIDATION, _MASKS, _VAL_MASKS = 1, 2, 3, 4, 5
 
 
 def _with_config_threads(method):
@@ -113,9 +115,9 @@ class Trainer:
         distributed.check_same({"training": cfg.model_dump(mode="json", exclude={"device"}),
                                 "experiment": experiment, "n_train": len(train)})
         self.sigmas = check_ladder(torch.as_tensor(sigmas, dtype=torch.float32)).to(self.device)
-        check_data(net, train, "train")
+        check_data(net, train, "train", cfg.masking)
         if val is not None:
-            check_data(net, val, "val")
+            check_data(net, val, "val", cfg.masking)
         if len(train) < cfg.batch_size:
             raise ConfigError(
                 f"batch_size {cfg.batch_size} exceeds the {len(train)} training pairs; lower "
@@ -151,6 +153,8 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
         self.step = 0
         self.history: list[dict[str, float | None]] = []
+        #: where early stopping stopped the run (None: it did not)
+        self.early_stopped: dict[str, Any] | None = None
         self._seconds = 0.0
         self._acc = [0.0, 0.0, 0]  # loss sum, grad-norm sum, steps since the last history row
         self._epoch_cache: tuple[int, torch.Tensor, torch.Tensor] | None = None
@@ -202,11 +206,12 @@ class Trainer:
         return self._epoch_cache[1], self._x, y
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training batch ``(x_n, y_n)`` of 0-based ``step``."""
+        """The training batch ``(x_n, y_n)`` of 0-based ``step`` (under ``masking``, y_n is
+        the net's input: the batch under this step's masks, with its mask channel)."""
         epoch, k = divmod(step, self.batches_per_epoch)
         perm, x, y = self.epoch_data(epoch)
         idx = perm[k * self.config.batch_size:(k + 1) * self.config.batch_size]
-        return x[idx], y[idx]
+        return x[idx], training_input(y[idx], self.config.masking, self.config.seed, _MASKS, step)
 
     # -- one step ----------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -283,6 +288,7 @@ class Trainer:
         bs = self.config.batch_size
         for i, (x_all, y_all) in enumerate(_chunks(self.val_data, bs)):
             x, y = self._normalized(x_all, "x"), self._normalized(y_all, "y")
+            y = training_input(y, self.config.masking, self.config.seed, _VAL_MASKS, i)
             mine = i % self.dist.world_size == self.dist.rank  # ranks share out the chunks
             for level in self._val_levels.tolist():
                 z = randn(x.shape, g, x)  # drawn on every rank: the noise stays the same
@@ -312,11 +318,12 @@ class Trainer:
         if resume is not False:
             self._resume(resume)
         cfg = self.config
+        stopper = EarlyStopping.of(self)
         start = time.perf_counter() - self._seconds
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress,
                    desc="training", unit="step", dynamic_ncols=True)
         try:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and self.early_stopped is None:
                 info = self.train_step(*self.batch(self.step))
                 self._accumulate(info)
                 bar.update(1)
@@ -327,6 +334,8 @@ class Trainer:
                     val = row["val_loss_ema"]
                     bar.set_postfix(loss=f"{row['loss']:.4g}",
                                     val_ema="-" if val is None else f"{val:.4g}")
+                    if stopper is not None and stopper.update(self):
+                        break
                 if self.checkpoint_dir is not None and self.step % cfg.checkpoint_every == 0:
                     self._seconds = time.perf_counter() - start
                     if self.dist.is_main:
@@ -340,6 +349,8 @@ class Trainer:
             if self._tb is not None:
                 self._tb.flush()
         self._seconds = time.perf_counter() - start
+        if stopper is not None:
+            stopper.restore_best(self)
         if self.checkpoint_dir is not None and self.dist.is_main:
             self.save(self._ckpt_path("last.pt"))
             self.save(self._ckpt_path("final.pt"))
@@ -383,7 +394,8 @@ class Trainer:
     def model(self, ema: bool = True) -> ScoreModel:
         """The current :class:`ScoreModel` (EMA weights by default), sharing the weights."""
         net = self.ema.module if ema else self.net
-        return ScoreModel(net, self.normalization, self.sigmas, self.experiment)
+        return ScoreModel(net, self.normalization, self.sigmas, self.experiment,
+                          masking=self.config.masking)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _ckpt_path(self, name: str) -> Path | None:
@@ -391,42 +403,12 @@ class Trainer:
 
     def save(self, path: str | Path) -> Path:
         """Write the full training state to ``path`` atomically."""
-        training = {
-            "config": self.config.model_dump_json(),
-            "generator": self.generator.get_state(),
-            "n_train": len(self.train_data),
-            "seconds": self._seconds,
-            "acc": list(self._acc),
-            "history": json.dumps(self.history),
-            "world_size": self.dist.world_size,  # informative: a resume may use another
-            "rank_batch": self.rank_batch,
-        }
-        return save_checkpoint(
-            path, model=self.net.state_dict(), ema=self.ema.state_dict(),
-            optimizer=self.optimizer.state_dict(), step=self.step,
-            normalization=self.normalization, sigmas=self.sigmas, experiment=self.experiment,
-            net_spec=self.net_spec, training=training,
-        )
+        return save_state(self, path)
 
     def load_state(self, ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> None:
         """Restore a checkpoint from :func:`load_checkpoint` into this trainer, after checking
         that it continues the same run (config, data size, ladder, normalisation)."""
-        tr = ckpt["training"]
-        try:
-            check_same_run(self, ckpt, path)
-            load_state(self.net, ckpt["model"], path, "weights")
-            load_state(self.ema.module, ckpt["ema"], path, "EMA weights")
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.generator.set_state(tr["generator"].cpu())
-            self.step = int(ckpt["step"])
-            self._seconds = float(tr["seconds"])
-            self._acc = [float(tr["acc"][0]), float(tr["acc"][1]), int(tr["acc"][2])]
-            self.history = json.loads(tr["history"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{path}: cannot resume training from it ({type(exc).__name__}: {exc}); "
-                f"start a fresh run in a new checkpoint_dir"
-            ) from None
+        restore_state(self, ckpt, path)
 
 
 def _seeded(seed: int, stream: int, epoch: int) -> torch.Generator:

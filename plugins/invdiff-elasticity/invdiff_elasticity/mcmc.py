@@ -4,6 +4,8 @@ theta = (cx, cy, r, contrast) under Gaussian noise:
 
     p(theta | y) ∝ 1[theta in box] exp(-||y - F(field(theta))||^2 / (2 s^2))
 
+(the norm over the measured entries of y: NaN entries were not measured and are left out)
+
 with the uniform prior of :class:`CircularInclusionPrior` (its ranges; a range with equal ends
 fixes that parameter), F the forward model (the :class:`ElasticityFEM` measurement; any black
 box works) and s the ABSOLUTE noise std. Data made with the core ``gaussian`` noise model and
@@ -47,10 +49,14 @@ class InclusionPosterior(ParameterPosterior):
         if not noise_std > 0:
             raise DataError(f"noise_std={noise_std} must be a positive absolute std")
         self.y, self.noise_std, self.fem = y.reshape(1, *y_shape), float(noise_std), fem
+        #: the measured entries (NaN in y: not measured, left out of the likelihood)
+        self.measured = ~torch.isnan(self.y)
+        if not bool(self.measured.any()):
+            raise DataError("y is all NaN (nothing measured); give at least one measured entry")
         super().__init__(self._gaussian, prior)
 
     def _gaussian(self, x: torch.Tensor) -> torch.Tensor:
-        resid = self.fem(x) - self.y
+        resid = torch.where(self.measured, self.fem(x) - self.y, 0.0)
         return -0.5 * resid.flatten(1).square().sum(1) / self.noise_std**2
 
 

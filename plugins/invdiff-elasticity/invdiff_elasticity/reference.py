@@ -27,7 +27,8 @@ def gaussian_noise_std(noise_model: GaussianNoise, y: torch.Tensor,
     level = float(noise_model.level)
     if y_clean is not None:
         return relative_noise_std(y_clean, level)
-    return relative_noise_std(y, level) / math.sqrt(1 + level**2)
+    measured = y[~torch.isnan(y)]  # NaN entries were not measured
+    return relative_noise_std(measured, level) / math.sqrt(1 + level**2)
 
 
 class InclusionMCMCReference(ParameterMCMCReference):

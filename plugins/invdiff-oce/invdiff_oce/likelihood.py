@@ -7,6 +7,8 @@ is a deterministic function of phi. So
 
     log p(y | x) = sum_pixels log p_e( wrap(y - phi) | Delta, row )
 
+(over the measured pixels: a NaN in y marks a pixel that was not measured, left out)
+
 where p_e is the density of the phase error e on the circle, for the pixel's phase ramp
 Delta = window_pixels * |d phi / d z| and depth row. (A smoothed speckle field couples the
 pixels through S; the likelihood is then a 256-dimensional integral over S, and this class
@@ -170,9 +172,15 @@ class OCELikelihood:
             raise DataError(f"y has shape {tuple(y.shape)}; expected one phase image (1, H, W) "
                             f"or its phasor (2, H, W)")
         y = to_phase(y)
-        if not bool(torch.isfinite(y).all()) or bool((y.abs() > math.pi + 1e-6).any()):
-            raise DataError("y must be a finite wrapped phase in [-pi, pi] (radians)")
-        self.y, self.forward, self.noise = y, forward, noise
+        #: the measured pixels (NaN in y: not measured, left out of the likelihood)
+        self.measured = ~torch.isnan(y)
+        if not bool(self.measured.any()):
+            raise DataError("y is all NaN (nothing measured); give at least one measured pixel")
+        seen = y[self.measured]
+        if not bool(torch.isfinite(seen).all()) or bool((seen.abs() > math.pi + 1e-6).any()):
+            raise DataError("y must be a finite wrapped phase in [-pi, pi] (radians), NaN where "
+                            "not measured")
+        self.y, self.forward, self.noise = torch.nan_to_num(y), forward, noise
         self.table = table or PhaseErrorTable(noise, y.shape[-2])
         if self.table.height != y.shape[-2]:
             raise DataError(f"the table has {self.table.height} rows; y has {y.shape[-2]}")
@@ -182,7 +190,8 @@ class OCELikelihood:
         phi = to_phase(phi.to(torch.float64))
         delta = self.noise.phase_ramp(phi)
         error = wrap(self.y - phi)
-        return self.table.log_prob(error[:, 0], delta[:, 0]).flatten(1).sum(1)
+        lp = self.table.log_prob(error[:, 0], delta[:, 0])
+        return torch.where(self.measured[0], lp, 0.0).flatten(1).sum(1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.from_phase(self.forward(torch.as_tensor(x, dtype=torch.float64)))

@@ -208,8 +208,10 @@ def test_likelihood_input_errors(table):
         OCELikelihood(torch.zeros(3, N, N), fwd, NOISE, table)
     with pytest.raises(DataError, match="wrapped phase"):
         OCELikelihood(torch.full((1, N, N), 4.0), fwd, NOISE, table)
-    with pytest.raises(DataError, match="wrapped phase"):
+    with pytest.raises(DataError, match="all NaN"):  # NaN = not measured; here nothing is
         OCELikelihood(torch.full((1, N, N), float("nan")), fwd, NOISE, table)
+    with pytest.raises(DataError, match="wrapped phase"):
+        OCELikelihood(torch.full((1, N, N), float("inf")), fwd, NOISE, table)
     with pytest.raises(DataError, match="rows"):
         OCELikelihood(torch.zeros(1, 8, 8), fwd, NOISE, table)
 
