@@ -48,6 +48,10 @@ def _rank() -> tuple[int, int]:
         return 0, 1
 
 
+#: the arguments of a command restarted under torchrun (:func:`_torchrun`)
+ARGV_ENV = "INVDIFF_TORCHRUN_ARGV"
+
+
 def _torchrun(nproc: int, argv: Sequence[str]) -> int:
     """Start this command again under ``torch.distributed.run`` with ``nproc`` ranks on this
     machine (``--standalone``: a free rendezvous port), without ``--nproc``."""
@@ -62,9 +66,11 @@ def _torchrun(nproc: int, argv: Sequence[str]) -> int:
             skip = True
         elif not arg.startswith("--nproc="):
             rest.append(arg)
+    # the command's own arguments travel in the environment: torchrun's parser would read an
+    # option such as --n as an abbreviation of one of its own (--nnodes, --node-rank, ...)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "invdiff.cli", *rest]
-    return subprocess.call(cmd)
+           f"--nproc_per_node={nproc}", "-m", "invdiff.cli"]
+    return subprocess.call(cmd, env={**os.environ, ARGV_ENV: json.dumps(rest)})
 
 
 def _stage(name: str):
@@ -248,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and ARGV_ENV in os.environ and len(sys.argv) == 1:  # a torchrun rank
+        argv = json.loads(os.environ[ARGV_ENV])
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

@@ -191,3 +191,18 @@ def test_typicality_flags_a_lognormal_specimen_under_an_inclusion_model():
     held = float(test.flags(test.score(y[:100])).double().mean())
     caught = float(test.flags(test.score(norm.normalize_y(logn.y))).double().mean())
     assert held <= 0.05 and caught >= 0.6  # measured: 0.0-0.01 and 0.84-0.85
+
+
+@pytest.mark.slow
+def test_infer_shares_measurements_out_over_two_processes(run_dir, measurements, capsys):
+    """`invdiff infer --nproc 2` gives the same posterior as one process (measurement m's
+    chains are seeded by (seed, m) wherever it is sampled)."""
+    _, d = measurements
+    one, two = d / "one-process", d / "two-processes"
+    args = [str(run_dir), str(d / "batch.npz"), "-q", "--n", "6", "--no-figures"]
+    assert main(["infer", *args, "--out", str(one)]) == 0
+    assert main(["infer", *args, "--out", str(two), "--nproc", "2"]) == 0
+    with np.load(one / "posterior.npz") as a, np.load(two / "posterior.npz") as b:
+        assert np.array_equal(a["samples"], b["samples"])
+    rows = json.loads((two / "report.json").read_text())["measurements"]
+    assert len(rows) == 2 and all(isinstance(r["out_of_distribution"], bool) for r in rows)

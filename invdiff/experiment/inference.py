@@ -59,8 +59,12 @@ def load_model(path: str | Path, device: str | torch.device | None = None,
         ckpt = p
     else:
         raise CheckpointError(f"{p}: no such run folder or checkpoint file")
+    from invdiff.training import distributed
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    ctx = distributed.setup(dev)  # joins the process group under torchrun (--nproc)
     sha = file_sha256(ckpt)  # the bytes that are loaded next
-    model = load_checkpoint_model(ckpt, device=device, ema=ema)
+    model = load_checkpoint_model(ckpt, device=distributed.device_for(dev, ctx), ema=ema)
     model.checkpoint, model.checkpoint_sha256 = ckpt, sha
     return model
 
