@@ -377,7 +377,6 @@ def test_mcmc_likelihoods_use_the_measured_entries_only():
     from invdiff_elasticity import ElasticityFEM
     from invdiff_elasticity.inclusions import CircularInclusionPrior
     from invdiff_elasticity.mcmc import InclusionPosterior
-    from invdiff_oce.likelihood import OCELikelihood
 
     prior, fem = CircularInclusionPrior(n=8), ElasticityFEM(grid=8)
     g = torch.Generator().manual_seed(0)
@@ -391,21 +390,54 @@ def test_mcmc_likelihoods_use_the_measured_entries_only():
     assert not torch.allclose(full.log_likelihood(x), want)
     with pytest.raises(DataError, match="all NaN"):
         InclusionPosterior(torch.full_like(y, NAN), 1e-4, prior, fem)
+    # OCE: test_registered_mcmc_references_condition_on_the_measured_entries
 
-    oce = invdiff.create("forward_model", "oce-phase", grid=8, pressure_kpa=0.002)
-    noise = invdiff.create("noise_model", "oce-phase-noise", speckle_smoothing=0.0)
+
+def test_registered_mcmc_references_condition_on_the_measured_entries():
+    """The study's path (``invdiff.create("reference", ...).parameter_posterior``) on a
+    held-out measurement with a scenario's gaps: the log-likelihood is the one of the complete
+    measurement summed over the measured entries only, for the elastography measurement (noise
+    std from the complete clean y) and for OCE's wrapped phase (per pixel, also given as a
+    phasor: a NaN pixel of either form is not measured, never a phase of 0)."""
+    from invdiff_oce.phase import to_phasor, wrap
+
+    g = torch.Generator().manual_seed(3)
+    prior = invdiff.create("prior", "circular-inclusion", n=8)
+    fem = invdiff.create("forward_model", "elasticity-fem", grid=8)
+    noise = invdiff.create("noise_model", "gaussian", level=0.05)
+    x = prior.sample(4, generator=g).double()
+    clean = fem(x[:1])
+    y = noise(clean, generator=g)
+    gap = M.apply_scenario(y, "random-0.3")[0]
+    ref = invdiff.create("reference", "inclusion-mcmc", n_ref=1)
+    full = ref.parameter_posterior(prior, fem, noise, y[0], clean[0])
+    part = ref.parameter_posterior(prior, fem, noise, gap, clean[0])
+    seen = ~torch.isnan(gap)
+    assert 0.6 < float(seen.double().mean()) < 0.8 and part.noise_std == full.noise_std
+    s2 = full.noise_std**2
+    per_entry = -0.5 * (fem(x) - y).square() / s2  # (4, 1, 8, 8): the complete likelihood's
+    assert torch.allclose(full.log_likelihood(x), per_entry.flatten(1).sum(1))
+    assert torch.allclose(part.log_likelihood(x), per_entry[:, seen].sum(1))
+
     sph = invdiff.create("prior", "tumour-spheroid", n=8)
-    xs = sph.sample(3, generator=g)
-    phase = noise(oce(xs[:1]), generator=g)[0]
-    lk = OCELikelihood(phase, oce, noise)
-    hole = phase.clone()
-    hole[:, 3, 4] = NAN
-    lk_hole = OCELikelihood(hole, oce, noise, lk.table)
-    phi = oce(xs.double())
-    per_pixel = lk.table.log_prob(
-        torch.remainder(phase.double() - phi + math.pi, 2 * math.pi)[:, 0] - math.pi,
-        noise.phase_ramp(phi)[:, 0])
-    assert torch.allclose(lk_hole(xs), lk(xs) - per_pixel[:, 3, 4], atol=1e-8)
+    oce = invdiff.create("forward_model", "oce-phase", grid=8, pressure_kpa=0.002)
+    phase_noise = invdiff.create("noise_model", "oce-phase-noise", speckle_smoothing=0.0)
+    xs = sph.sample(4, generator=g).double()
+    phase = phase_noise(oce(xs[:1]), generator=g)
+    hole = M.apply_scenario(phase, "block-0.25")
+    mcmc = invdiff.create("reference", "spheroid-mcmc", n_ref=1)
+    lk = mcmc.parameter_posterior(sph, oce, phase_noise, phase[0], None).log_likelihood
+    lk_hole = mcmc.parameter_posterior(sph, oce, phase_noise, hole[0], None).log_likelihood
+    assert len(mcmc._tables) == 1  # the table is shared, built once
+    phi = oce(xs)
+    table = lk.table
+    per_pixel = table.log_prob(wrap(phase.double() - phi)[:, 0], phase_noise.phase_ramp(phi)[:, 0])
+    seen = ~torch.isnan(hole[0, 0])
+    assert int((~seen).sum()) == 16  # a 4 x 4 block of the 8 x 8 field
+    assert torch.allclose(lk(xs), per_pixel.flatten(1).sum(1), atol=1e-8)
+    assert torch.allclose(lk_hole(xs), per_pixel[:, seen].sum(1), atol=1e-8)
+    phasor = mcmc.parameter_posterior(sph, oce, phase_noise, to_phasor(hole)[0], None)
+    assert torch.allclose(phasor.log_likelihood(xs), lk_hole(xs), atol=1e-8)
 
 
 def test_exact_reference_and_study_cells_with_gaps(tmp_path):
