@@ -140,13 +140,17 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     y, sources = read_measurements(args.measurements, tuple(model.y_shape),  # before any work
                                    masking=model.masking)
     result = infer(model, y, n=args.n, sampler=args.sampler, overrides=args.set,
-                   seed=args.seed, progress=not args.quiet)
+                   seed=args.seed, progress=not args.quiet,
+                   calibration=None if args.no_calibration else "stored")
     if result is None:  # another rank than 0: its measurements went to rank 0
         return 0
     files = write_results(args.out, result, y, sources, samples=not args.no_samples,
                           figures=not args.no_figures, labels=result.labels)
     for row in result.measurements:
         print(f"{row['index']} {Path(row['source']).name}: {row.get('verdict', 'unchecked')}")
+    cal = result.report["calibration"]
+    _say(f"spread calibration x{cal['scale']:g} applied ({result.report['calibration_note']})"
+         if cal else f"no spread calibration: {result.report['calibration_note']}")
     _say(f"wrote {', '.join(str(f) for f in files[:2])}"
          + (f" and {len(files) - 2} figures" if len(files) > 2 else ""))
     return 0
@@ -162,9 +166,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
             *(["--only", *args.only] if args.only else []),
             *(["--nets", *args.nets] if args.nets else []),
             *[a for item in args.set for a in ("--set", item)],
-            *(["--no-peer"] if args.no_peer else [])]
+            *(["--no-peer"] if args.no_peer else []),
+            *(["--peers-only"] if args.peers_only else [])]
     study(args.preset, out=args.out, runs=args.runs, only=args.only, nets=args.nets,
-          overrides=args.set, peer=not args.no_peer, quiet=args.quiet,
+          overrides=args.set, peer=not args.no_peer, peers_only=args.peers_only,
+          quiet=args.quiet,
           command="invdiff study " + " ".join(shlex.quote(a) for a in argv))
     return 0
 
@@ -231,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-samples", action="store_true",
                     help="leave the samples out of posterior.npz (summaries only)")
     sp.add_argument("--no-figures", action="store_true", help="no PNG figures")
+    sp.add_argument("--no-calibration", action="store_true",
+                    help="the raw posterior: leave out the spread calibration stored beside "
+                         "the checkpoint")
     sp.add_argument("--nproc", type=int, metavar="K",
                     help="share the measurements out over K processes (torchrun)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -247,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a preset value, e.g. --set base.training.steps=600 or add "
                          "an installed sampler: --set 'samplers.NAME={}' (repeatable)")
-    sp.add_argument("--no-peer", action="store_true", help="skip the sbi NPSE peer")
+    which = sp.add_mutually_exclusive_group()
+    which.add_argument("--no-peer", action="store_true",
+                       help="skip the peer methods (sbi NPSE, BayesFlow flow matching)")
+    which.add_argument("--peers-only", action="store_true",
+                       help="run only the peer methods of the preset's [peer] section (data "
+                            "and references are made or read back; no cSDM is trained)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars or cell lines")
     sp.set_defaults(func=_cmd_study)
     return p

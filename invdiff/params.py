@@ -42,6 +42,8 @@ DEFAULT_CHUNK_SIZE = 256
 DEFAULT_SAMPLER = "annealed-langevin"
 DEFAULT_N_SAMPLES = 100
 DEFAULT_THREADS = 1
+#: Validation pairs a run fits its spread calibration on (invdiff.calibrate; 0: none)
+DEFAULT_CALIBRATION_PAIRS = 32
 #: T of the NCSNv2 ladder rule and of annealed Langevin: Langevin steps per noise level
 DEFAULT_STEPS_PER_LEVEL = 5
 

@@ -206,3 +206,30 @@ def test_infer_shares_measurements_out_over_two_processes(run_dir, measurements,
         assert np.array_equal(a["samples"], b["samples"])
     rows = json.loads((two / "report.json").read_text())["measurements"]
     assert len(rows) == 2 and all(isinstance(r["out_of_distribution"], bool) for r in rows)
+
+
+def test_a_run_keeps_its_spread_calibration_and_infer_applies_it(run_dir, measurements):
+    """`invdiff run` fits the spread calibration on validation pairs, keeps it beside the
+    checkpoint and reports raw and calibrated metrics; `invdiff.infer` with the run's own
+    sampling settings applies it (same mean, spread scaled), and not for other settings."""
+    from invdiff.evaluation.recalibration import Calibration
+
+    test, _ = measurements
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    sampler = metrics["sampler"]
+    stored = Calibration.load(run_dir / "checkpoints" / f"calibration-{sampler}.json")
+    assert metrics["calibration"]["scale"] == stored.scale and stored.n_pairs == 32
+    assert stored.fitted_for["checkpoint_sha256"] == metrics["checkpoint_sha256"]
+    assert stored.crps_calibrated <= stored.crps_raw  # c = 1 is among the candidates
+    assert metrics["raw"]["crps"] > 0 and "guarantee" in metrics["calibration"]
+    model = invdiff.load_model(run_dir)
+    applied = invdiff.infer(model, test.y[:2], checks=False)
+    raw = invdiff.infer(model, test.y[:2], checks=False, calibration=None)
+    assert applied.report["calibration"]["scale"] == stored.scale
+    assert raw.report["calibration"] is None
+    assert torch.allclose(applied.posterior.mean, raw.posterior.mean, atol=1e-5)
+    assert torch.allclose(applied.posterior.std, stored.scale * raw.posterior.std, rtol=1e-4,
+                          atol=1e-6)
+    other = invdiff.infer(model, test.y[:2], n=6, checks=False)
+    assert other.report["calibration"] is None
+    assert "other settings" in other.report["calibration_note"]

@@ -21,7 +21,13 @@ from invdiff.experiment.demo import embedded_config_path
 from invdiff.experiment.run import Experiment
 from invdiff.sampling.posterior import Posterior
 from invdiff.study import load_preset
-from invdiff.study.runner import StudyRuns, held_out_set, run_cell, train_level
+from invdiff.study.runner import (
+    StudyRuns,
+    cell_calibration,
+    held_out_set,
+    run_cell,
+    train_level,
+)
 from invdiff.training.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +84,8 @@ def smoke_cell(tmp_path_factory):
     exp = study.get("reference", level, net)
     h = held_out_set(study, "reference", level)
     model = load_model(exp.paths.final, device=preset.device, ema=True)
-    cell = run_cell(preset, model, sampler, h, None)
+    cal = cell_calibration(preset, exp, model, sampler, "reference")
+    cell = run_cell(preset, model, sampler, h, None, calibration=cal)
     return preset, exp, sampler, cell
 
 
@@ -94,13 +101,20 @@ def test_a_study_cell_and_invdiff_sample_give_the_same_samples(smoke_cell, tmp_p
     cfg.sampling.n_samples = preset.samples_for("reference")
     cfg.sampling.seed = preset.seed
     cfg.sampling.reference = None
+    cfg.sampling.calibration_pairs = preset.calibration_pairs
     path = _write_config(cfg, tmp_path / "cell.toml")
     args = ["sample", str(path), "-q"] + (["--nproc", str(nproc)] if nproc > 1 else [])
+    stored = exp.paths.checkpoints / f"calibration-{sampler}.json"
+    written = stored.stat().st_mtime_ns
     assert main(args) == 0
+    assert stored.stat().st_mtime_ns == written  # the study's calibration was reused
     sampled = Posterior.load(exp.paths.posterior)
     assert sampled.samples.shape == cell.posterior.samples.shape
     assert torch.equal(sampled.samples, cell.posterior.samples.cpu())
-    assert json.loads(exp.paths.metrics.read_text())["world_size"] == nproc
+    metrics = json.loads(exp.paths.metrics.read_text())
+    assert metrics["world_size"] == nproc
+    # the cell's spread calibration, stored beside the checkpoint, is the one applied
+    assert metrics["calibration"]["scale"] == cell.metrics["calibration"]["scale"]
 
 
 def test_import_config_does_not_import_torch():

@@ -15,6 +15,13 @@ candidate, and the fitted CRPS on the calibration pairs never exceeds the raw). 
 do: add information the net did not extract (the mean is unchanged, so a wide posterior around a
 poor mean stays wide), fix a noise model that does not describe the real noise, or rescue a
 measurement unlike the training data (see ``invdiff infer``'s out-of-distribution verdict).
+
+Runs keep a calibration beside their checkpoint, one file per sampler
+(``checkpoints/calibration-SAMPLER.json``, :func:`calibration_path`): it records what it was
+fitted for (the checkpoint's sha256, the sampler and its settings, the sample count and seed),
+and :func:`load_or_fit` uses a stored one only when all of these match, fitting it again
+otherwise. ``invdiff sample``, ``invdiff run``, ``invdiff infer`` and the study apply it when
+``sampling.calibration_pairs`` (or the study preset's ``calibration_pairs``) is above 0.
 """
 
 from __future__ import annotations
@@ -27,9 +34,16 @@ from typing import Any
 import torch
 
 from invdiff.errors import DataError
-from invdiff.params import DEFAULT_SAMPLER
+from invdiff.params import DEFAULT_SAMPLER, DEFAULT_THREADS
 
-__all__ = ["Calibration", "calibrate", "GRID"]
+__all__ = ["Calibration", "calibrate", "calibration_path", "fitted_for", "load_or_fit", "GRID",
+           "GUARANTEE"]
+
+#: what a calibration promises and what it cannot do, in reports beside the fitted factor
+GUARANTEE = ("marginal coverage and CRPS as on the calibration pairs for measurements "
+             "exchangeable with them (same prior, forward model and noise); it cannot add "
+             "information the net did not extract, fix a wrong noise model, or rescue a "
+             "measurement unlike the training data")
 
 #: the spread factors tried (c = 1 among them)
 GRID = tuple(round(0.4 + 0.05 * i, 2) for i in range(33))  # 0.40 ... 2.00
@@ -46,6 +60,21 @@ class Calibration:
     coverage_90_uncertain_raw: float
     coverage_90_uncertain_calibrated: float
     method: str = "spread scale fitted by CRPS on the uncertain pixels"
+    #: what it was fitted for (:func:`fitted_for`): the checkpoint's sha256, the sampler, its
+    #: params, the samples per measurement n, the chains' seed and the number of pairs
+    fitted_for: dict[str, Any] | None = None
+
+    def applies_to(self, settings: dict[str, Any]) -> bool:
+        """Whether this calibration fits a model and sampling ``settings`` (a
+        :func:`fitted_for` dict): same checkpoint, sampler, params and n (the seed and the
+        pairs it was fitted on do not matter for applying it)."""
+        keys = ("checkpoint_sha256", "sampler", "params", "n")
+        mine = self.fitted_for or {}
+        return all(mine.get(k) == settings.get(k) for k in keys)
+
+    def summary(self) -> dict[str, Any]:
+        """The fitted transform and its effect on the calibration pairs, for reports."""
+        return {**asdict(self), "guarantee": GUARANTEE}
 
     def apply_samples(self, samples: torch.Tensor) -> torch.Tensor:
         """Samples ``(M, n, *x_shape)`` with their spread about the per-pixel mean scaled."""
@@ -77,12 +106,15 @@ class Calibration:
                             f"again with invdiff.calibrate") from None
 
 
-def calibrate(model: Any, pairs: Any, n: int = 64, seed: int = 0, **sampling: Any
-              ) -> Calibration:
+def calibrate(model: Any, pairs: Any, n: int = 64, seed: int = 0, *,
+              threads: int | None = DEFAULT_THREADS, record: dict[str, Any] | None = None,
+              **sampling: Any) -> Calibration | None:
     """Fit a :class:`Calibration` of ``model`` on ``pairs`` (a
     :class:`~invdiff.data.Dataset`, or ``(x, y)``, that the net did not train on, e.g. the
     validation split): their posteriors are sampled with ``n`` samples each and ``sampling``
-    (``sampler=...`` and its parameters, as for :func:`invdiff.sample_posterior`)."""
+    (``sampler=...`` and its parameters, as for :func:`invdiff.sample_posterior`); ``record``:
+    what it is fitted for (:func:`fitted_for`), kept with it. Under torchrun every rank samples
+    its share of the pairs and rank 0 fits (None on the other ranks)."""
     from invdiff.evaluation.metrics import coverage, crps, uncertain_pixels
     from invdiff.evaluation.score import sample_shared_out
 
@@ -90,7 +122,9 @@ def calibrate(model: Any, pairs: Any, n: int = 64, seed: int = 0, **sampling: An
     if len(x) < 2:
         raise DataError(f"calibration needs at least 2 held-out pairs, got {len(x)}")
     sampler = sampling.pop("sampler", DEFAULT_SAMPLER)
-    post = sample_shared_out(model, y, seed, sampler, n, **sampling)
+    post = sample_shared_out(model, y, seed, sampler, n, threads, **sampling)
+    if post is None:  # another torchrun rank: rank 0 fits
+        return None
     samples = post.samples.detach().double().cpu()
     truth = x.double().cpu()
     where = uncertain_pixels(samples.std(1))
@@ -104,4 +138,43 @@ def calibrate(model: Any, pairs: Any, n: int = 64, seed: int = 0, **sampling: An
     return Calibration(
         scale=best, n_pairs=len(x), crps_raw=scores[1.0], crps_calibrated=scores[best],
         coverage_90_uncertain_raw=coverage(samples, truth, 0.9, where),
-        coverage_90_uncertain_calibrated=coverage(fitted, truth, 0.9, where))
+        coverage_90_uncertain_calibrated=coverage(fitted, truth, 0.9, where),
+        fitted_for=record)
+
+
+def fitted_for(checkpoint_sha256: str | None, sampler: str, params: dict[str, Any], n: int,
+               seed: int, n_pairs: int) -> dict[str, Any]:
+    """What a calibration depends on: the checkpoint's bytes, the sampler and its settings,
+    the samples per measurement, the chains' seed and the number of pairs (the first
+    ``n_pairs`` of the validation split). ``invdiff sample`` and the study describe it alike,
+    so each uses the other's stored calibration."""
+    return json.loads(json.dumps({"checkpoint_sha256": checkpoint_sha256, "sampler": sampler,
+                                  "params": params, "n": n, "seed": seed,
+                                  "n_pairs": n_pairs}))
+
+
+def calibration_path(checkpoint_dir: str | Path, sampler: str) -> Path:
+    """Where a run keeps the calibration of its model for ``sampler``."""
+    return Path(checkpoint_dir) / f"calibration-{sampler}.json"
+
+
+def load_or_fit(path: str | Path, record: dict[str, Any], model: Any, pairs: Any,
+                sampler: Any, threads: int | None = DEFAULT_THREADS, write: bool = True,
+                **sampler_params: Any) -> Calibration | None:
+    """The calibration stored at ``path`` if it was fitted for ``record`` (a
+    :func:`fitted_for` dict: the model's checkpoint and the sampling settings), else one fitted
+    now with :func:`calibrate` on ``pairs`` and written there (``write``: on torchrun's rank 0
+    only). None on the other torchrun ranks."""
+    p = Path(path)
+    if p.is_file():
+        try:
+            stored = Calibration.load(p)
+        except DataError:
+            stored = None  # damaged: fitted again and replaced
+        if stored is not None and stored.fitted_for == record:
+            return stored
+    cal = calibrate(model, pairs, n=record["n"], seed=record["seed"], threads=threads,
+                    record=record, sampler=sampler, **sampler_params)
+    if cal is not None and write:
+        cal.save(p)
+    return cal

@@ -11,6 +11,11 @@ Scores (all optional, by what is given): the metrics against the truth and a ref
 posterior (:func:`invdiff.evaluation.metrics.sample_metrics`), calibration (SBC, TARP:
 :func:`invdiff.evaluation.calibration.calibration_summary`), and the problem-specific metrics
 that plugins register (:func:`invdiff.evaluation.problem_metrics.problem_metrics`).
+
+With a calibration (:mod:`invdiff.evaluation.recalibration`) the posterior and its scores are
+the calibrated ones, and ``metrics["raw"]`` holds the uncalibrated posterior's metrics against
+the truth and reference (:data:`RAW_KEYS` of them), ``metrics["calibration"]`` the fitted
+transform: raw and calibrated side by side.
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ from invdiff.params import DEFAULT_THREADS
 from invdiff.sampling.posterior import DEFAULT_QUANTILES, Posterior, sample_measurements
 from invdiff.training import distributed
 
-__all__ = ["Scored", "sample_and_score", "sample_shared_out", "score"]
+__all__ = ["Scored", "sample_and_score", "sample_shared_out", "score", "RAW_KEYS"]
+
+#: the uncalibrated posterior's metrics reported beside the calibrated ones (the mean, and so
+#: the RMSE and mean error, is the same for both)
+RAW_KEYS = ("std_ratio", "mean_std", "coverage_50", "coverage_90", "coverage_50_uncertain",
+            "coverage_90_uncertain", "coverage_90_uncertain_ref", "crps", "crps_uncertain",
+            "energy_score")
 
 
 @dataclass
@@ -78,6 +89,7 @@ def sample_and_score(
     calibration_levels: Sequence[float] | None = None,
     rank_bins: int | None = None,
     train_x: torch.Tensor | None = None,
+    calibration: Any = None,
     threads: int | None = DEFAULT_THREADS,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     **sampler_params: Any,
@@ -90,18 +102,29 @@ def sample_and_score(
     measurements (:func:`invdiff.evaluation.references.reference_on`); components (prior,
     forward model, noise model): the problem, for problem-specific metrics;
     calibration_levels and rank_bins: SBC and TARP (needs the truth); train_x: the training
-    fields, for the memorisation check (:mod:`invdiff.evaluation.memorisation`). ``metrics``
-    always holds
+    fields, for the memorisation check (:mod:`invdiff.evaluation.memorisation`); calibration:
+    a :class:`~invdiff.evaluation.recalibration.Calibration` applied to the samples (module
+    docstring). ``metrics`` always holds
     ``nfe`` (score evaluations per chain), ``seconds`` (sampling wall time, all
     measurements), ``n_samples`` and ``n_measurements``. None on torchrun ranks other than 0.
     """
     post = sample_shared_out(model, y, seed, sampler, n, threads, quantiles, **sampler_params)
     if post is None:
         return None
+    raw: dict[str, Any] = {}
+    if calibration is not None:
+        if truth is not None:
+            from invdiff.evaluation.metrics import sample_metrics
+
+            every = sample_metrics(post.samples.detach().float().cpu(), truth.cpu(), reference)
+            raw = {k: every[k] for k in RAW_KEYS if k in every}
+        post = calibration.apply(post)
     samples = post.samples.detach().float().cpu()
     metrics, calib = score(samples, truth, reference, components, calibration_levels,
                            rank_bins, train_x)
     metrics.update(nfe=post.nfe, seconds=post.seconds)
+    if calibration is not None:
+        metrics.update(raw=raw, calibration=calibration.summary())
     return Scored(post, metrics, calib)
 
 

@@ -96,6 +96,11 @@ def describe_metrics(metrics: dict[str, Any],
         "checkpoint": ("the model sampled", ""),
         "checkpoint_sha256": ("SHA-256 of the checkpoint file", ""),
         "sampling_config": ("the sampling settings", ""),
+        "raw": ("the same metrics before the spread calibration (the calibrated posterior has "
+                "the same mean, so its RMSE and mean error are the raw ones)", ""),
+        "calibration": ("the spread calibration applied to every sample: mean + scale * "
+                        "(sample - mean), scale fitted by CRPS on validation pairs the net never "
+                        "trained on; what it guarantees and what it cannot do", ""),
     }
     for key in metrics:  # the reference's own diagnostics (R-hat, ESS, ...) as it names them
         if key.startswith("ref_") and key not in known:
@@ -145,6 +150,9 @@ def calibration_verdict(metrics: dict[str, Any]) -> str | None:
     wide = sum(value > nominal for _, nominal, value in off) > len(off) / 2
     parts = " and ".join(f"the central {nominal:.0%} interval holds {value:.0%} of the true "
                          f"values" for _, nominal, value in off)
-    return (f"calibration is off{where}: {parts}; the posterior is too "
+    cal = metrics.get("calibration")
+    after = (f" after the spread calibration (x{cal['scale']:g}, fitted on {cal['n_pairs']} "
+             f"validation pairs)" if isinstance(cal, dict) else "")
+    return (f"calibration is off{where}{after}: {parts}; the posterior is too "
             f"{'wide' if wide else 'narrow'} there (calibrated intervals hold about their "
             f"nominal share)")

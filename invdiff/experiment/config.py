@@ -41,7 +41,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from invdiff.errors import ConfigError, UnknownComponentError
-from invdiff.params import DEFAULT_N_SAMPLES, DEFAULT_SAMPLER, DEFAULT_THREADS
+from invdiff.params import (
+    DEFAULT_CALIBRATION_PAIRS,
+    DEFAULT_N_SAMPLES,
+    DEFAULT_SAMPLER,
+    DEFAULT_THREADS,
+)
 from invdiff.training.config import (  # the trainer's own model: one source of truth
     TrainingConfig,
     seed_field,
@@ -141,6 +146,11 @@ class SamplingConfig(Section):
     reference: ComponentSpec | None = Field(
         None, description="reference posterior to compare with (kind 'reference'; name 'none': "
                           "no comparison); default: the one the prior names")
+    calibration_pairs: int = Field(
+        DEFAULT_CALIBRATION_PAIRS, ge=0,
+        description="validation pairs (the net never trained on them) on which a spread "
+                    "factor is fitted by CRPS after training (invdiff.calibrate), stored beside "
+                    "the checkpoint and applied to every posterior; 0: no calibration")
 
 
 class OutputConfig(Section):

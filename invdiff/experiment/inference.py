@@ -30,7 +30,7 @@ from invdiff.experiment.config import apply_overrides, parse_config
 from invdiff.experiment.parts import ExperimentParts
 from invdiff.integrity import file_sha256
 
-__all__ = ["Inference", "infer", "load_model", "check_measurements"]
+__all__ = ["Inference", "infer", "load_model", "check_measurements", "stored_calibration"]
 
 #: simulated pairs when no training data are at hand: fit / held-out split of the OOD test
 N_REFERENCE = 2000
@@ -124,7 +124,8 @@ class Inference:
 def infer(model: Any, y: Any, *, n: int | None = None, sampler: str | None = None,
           overrides: list[str] | tuple[str, ...] = (), seed: int | None = None,
           checks: bool = True, alpha: float = 0.01, ppc_draws: int = 16,
-          replicates: int = 99, progress: bool = False) -> Inference | None:
+          replicates: int = 99, progress: bool = False, calibration: Any = "stored"
+          ) -> Inference | None:
     """Sample the posterior of measurements ``y`` (``(C, H, W)`` or ``(B, C, H, W)``, numpy or
     torch, physical units) with a model from :func:`load_model` and check each one (module
     docstring). ``n``, ``sampler``, ``seed``: the sampling settings (default: the recorded
@@ -137,14 +138,17 @@ def infer(model: Any, y: Any, *, n: int | None = None, sampler: str | None = Non
     y = check_measurements(y, tuple(model.y_shape), masking=bool(getattr(model, "masking",
                                                                           False)))
     s = parts.cfg.sampling
+    cal, cal_note = (stored_calibration(model, parts) if calibration == "stored" else
+                     (calibration, "given by the caller" if calibration else "not asked for"))
     scored = sample_and_score(model, y, seed=s.seed, sampler=parts.sampler, n=s.n_samples,
-                              threads=s.threads)
+                              threads=s.threads, calibration=cal or None)
     if scored is None:
         return None
     post = scored.posterior
     report = {"model": _identity(model, parts), "sampler": s.sampler.name,
               "sampler_params": dict(s.sampler.params), "n_samples": s.n_samples,
               "seed": s.seed, "nfe": post.nfe, "seconds": post.seconds,
+              "calibration": cal.summary() if cal else None, "calibration_note": cal_note,
               "measurements": [{"index": m} for m in range(len(y))]}
     from invdiff.evaluation.verdicts import field_labels
 
@@ -152,6 +156,28 @@ def infer(model: Any, y: Any, *, n: int | None = None, sampler: str | None = Non
     if checks:
         _check(result, parts, model, y, alpha, ppc_draws, replicates)
     return result
+
+
+def stored_calibration(model: Any, parts: ExperimentParts) -> tuple[Any, str]:
+    """The spread calibration kept beside ``model``'s checkpoint for the sampler of
+    ``parts`` (``calibration-SAMPLER.json``, written by ``invdiff run``/``sample``), if it was
+    fitted for this checkpoint, sampler, settings and sample count; else None. With a note
+    on which, for the report."""
+    from invdiff.evaluation.recalibration import Calibration, calibration_path, fitted_for
+
+    s, ckpt = parts.cfg.sampling, getattr(model, "checkpoint", None)
+    path = calibration_path(Path(ckpt).parent, s.sampler.name) if ckpt else None
+    if path is None or not path.is_file():
+        return None, (f"none stored for sampler {s.sampler.name!r} beside the checkpoint "
+                      f"(`invdiff sample` with sampling.calibration_pairs > 0 fits one)")
+    cal = Calibration.load(path)
+    want = fitted_for(getattr(model, "checkpoint_sha256", None), s.sampler.name,
+                      dict(s.sampler.params), s.n_samples, s.seed, 0)
+    if not cal.applies_to(want):
+        return None, (f"{path} was fitted for other settings ({cal.fitted_for}); not applied: "
+                      f"sample with those settings, or fit one for these with `invdiff "
+                      f"sample` or invdiff.calibrate")
+    return cal, f"applied: {path}"
 
 
 def _parts(model: Any, overrides: Any, n: int | None, sampler: str | None,

@@ -302,6 +302,28 @@ class ExperimentParts:
         digest = sha256 if sha256 is not None else file_sha256(checkpoint)
         return fingerprint(digest, self.cfg.sampling.model_dump(mode="json"))
 
+    def calibration(self, model: Any, checkpoint: Path, sha256: str | None) -> Any:
+        """The spread calibration of ``model`` (the bytes ``sha256`` of ``checkpoint``) for
+        this config's sampling settings: the one stored beside the checkpoint
+        (``calibration-SAMPLER.json``) if it was fitted for them, else fitted now on the first
+        ``sampling.calibration_pairs`` validation pairs and stored
+        (:func:`invdiff.evaluation.recalibration.load_or_fit`). None when
+        ``calibration_pairs`` is 0, when there is no validation split, and on torchrun ranks
+        other than 0."""
+        from invdiff.evaluation.recalibration import calibration_path, fitted_for, load_or_fit
+        from invdiff.training import distributed
+
+        s, val = self.cfg.sampling, self.training_data[1]
+        if not s.calibration_pairs or val is None or len(val) < 2:
+            return None
+        k = min(s.calibration_pairs, len(val))
+        sha = sha256 if sha256 is not None else file_sha256(checkpoint)
+        record = fitted_for(sha, s.sampler.name, dict(s.sampler.params), s.n_samples,
+                            s.seed, k)
+        return load_or_fit(calibration_path(checkpoint.parent, s.sampler.name), record, model,
+                           (val.x[:k], val.y[:k]), sampler=self.sampler, threads=s.threads,
+                           write=distributed.context().is_main)
+
     def reference(self, y: Any, y_clean: Any = None) -> tuple[Any, str]:
         """The reference posterior of measurements ``y`` (chains cached under
         ``references/``), and a note when the prior's own reference does not fit this problem

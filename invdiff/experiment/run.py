@@ -111,9 +111,11 @@ class Experiment(ExperimentParts):
             test = self.dataset("test")
             ctx = distributed.context()
             ref, note = self.reference(test.y, test.y_clean) if ctx.is_main else (None, "")
+            cal = self.calibration(model, ckpt, ckpt_sha256)
             scored = sample_and_score(model, test.y, seed=s.seed, sampler=self.sampler,
                                       n=s.n_samples, truth=test.x, reference=ref,
-                                      components=self.components, threads=s.threads)
+                                      components=self.components, calibration=cal,
+                                      threads=s.threads)
             if scored is None:  # another rank than 0: its measurements went to rank 0
                 return {"rank": ctx.rank, "world_size": ctx.world_size}
             scored.posterior.save(p.posterior)

@@ -46,7 +46,7 @@ from invdiff.errors import DataError
 from invdiff.evaluation.references import Reference, reference_on
 from invdiff.evaluation.score import Scored, sample_and_score
 from invdiff.experiment.run import Experiment
-from invdiff.integrity import content_digest, fingerprint
+from invdiff.integrity import content_digest, file_sha256, fingerprint
 from invdiff.io import atomic_write_text
 from invdiff.training.checkpoint import load_model
 
@@ -172,13 +172,37 @@ def cell_key(preset: Preset, sampler: str, h: HeldOut, exp: Experiment, ema: boo
             "device": preset.device, "rule": CELL_RULE}
     if h.missing != "none":  # complete cells keep the keys they always had
         spec["missing"] = h.missing
+    if preset.calibration_pairs:  # so do uncalibrated ones
+        spec["calibration_pairs"] = preset.calibration_pairs
     return fingerprint(spec, length=12)
+
+
+def cell_calibration(preset: Preset, exp: Experiment, model: Any, sampler: str,
+                     problem: str) -> Any:
+    """The spread calibration of a study model for ``sampler``: the one stored beside its
+    checkpoint for these settings, or fitted now on the first ``preset.calibration_pairs``
+    validation pairs (the rule of ``invdiff sample``, which thus shares it). None when the
+    preset asks for none."""
+    from invdiff.evaluation.recalibration import calibration_path, fitted_for, load_or_fit
+
+    val = exp.training_data[1]
+    if not preset.calibration_pairs or val is None or len(val) < 2:
+        return None
+    k, n = min(preset.calibration_pairs, len(val)), preset.samples_for(problem)
+    params = dict(preset.samplers[sampler])
+    record = fitted_for(file_sha256(exp.paths.final), sampler, params, n, preset.seed, k)
+    return load_or_fit(calibration_path(exp.paths.checkpoints, sampler), record, model,
+                       (val.x[:k], val.y[:k]), sampler=sampler, progress=False, **params)
 
 
 def cell_metrics(scored: Scored) -> tuple[dict[str, Any], dict[str, Any]]:
     """A cell's row numbers from :func:`sample_and_score`: ``seconds`` per measurement and
     ``n_test``, as the study reports them; and its calibration."""
     m = dict(scored.metrics)
+    m.update({f"raw_{k}": v for k, v in m.pop("raw", {}).items()})
+    cal = m.pop("calibration", None)
+    if cal is not None:
+        m.update(calibration_scale=cal["scale"], calibration_pairs=cal["n_pairs"])
     m["n_test"] = m.pop("n_measurements")
     m["seconds"] = m["seconds"] / m["n_test"]
     return m, scored.calibration
@@ -218,16 +242,18 @@ def read_cell(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 
 def run_cell(preset: Preset, model: Any, sampler: str, h: HeldOut, ref: Reference | None,
-             train_x: torch.Tensor | None = None) -> Scored:
+             train_x: torch.Tensor | None = None, calibration: Any = None) -> Scored:
     """Sample the held-out posteriors with one sampler, scored (the path of
     ``invdiff sample``: chains of measurement m seeded by ``(preset.seed, m)``); with the
-    training fields ``train_x``, the memorisation check too."""
+    training fields ``train_x``, the memorisation check too; with a ``calibration``
+    (:func:`cell_calibration`), the calibrated posterior beside the raw one."""
     params = {"progress": False, **preset.samplers[sampler]}
     return sample_and_score(model, h.y, seed=preset.seed, sampler=sampler,
                             n=preset.samples_for(h.problem), truth=h.x, reference=ref,
                             components=h.components,
                             calibration_levels=preset.calibration_levels,
-                            rank_bins=preset.rank_bins, train_x=train_x, **params)
+                            rank_bins=preset.rank_bins, train_x=train_x,
+                            calibration=calibration, **params)
 
 
 def as_runs(study: Preset | StudyRuns) -> StudyRuns:
@@ -293,8 +319,9 @@ def run_problem(preset: Preset, problem: str, result: StudyResult,
                 else:
                     if model is None:
                         model = load_model(exp.paths.final, device=preset.device, ema=ema)
+                    cal = cell_calibration(preset, exp, model, sampler, problem)
                     metrics, calib = cell_metrics(run_cell(preset, model, sampler, h, ref,
-                                                           exp.training_data[0].x))
+                                                           exp.training_data[0].x, cal))
                     write_cell(cache, metrics, calib)
                 cell = {"problem": problem, "net": net, "sampler": sampler,
                         "objective": exp.cfg.training.objective,
