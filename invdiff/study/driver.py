@@ -20,7 +20,7 @@ import torch
 from invdiff.errors import ConfigError
 from invdiff.runtime import torch_threads
 
-from .peer import run_peer
+from .peer import peer_title, run_peers
 from .preset import Preset, check_fits, load_preset
 from .report import write_all
 from .runner import StudyResult, run_problem
@@ -34,6 +34,7 @@ def study(
     nets: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     peer: bool = True,
+    peers_only: bool = False,
     quiet: bool = False,
     command: str | None = None,
 ) -> StudyResult:
@@ -42,8 +43,10 @@ def study(
 
     ``runs``: pipeline run folders (data, checkpoints, cached cells); ``only`` / ``nets``: run
     only these problems / nets; ``overrides``: ``KEY=VALUE`` items applied to the preset (e.g.
-    ``"samplers.my-sampler={}"`` adds an installed sampler to the matrix); ``peer``: include the
-    sbi NPSE peer where the preset asks for it; ``command``: how to rerun it, for the report.
+    ``"samplers.my-sampler={}"`` adds an installed sampler to the matrix); ``peer``: run the
+    preset's peer methods (``[peer]``: sbi's NPSE, BayesFlow's flow matching) on its peer
+    problems; ``peers_only``: run only those (simulating the data and computing the references
+    they need, but training no cSDM); ``command``: how to rerun it, for the report.
     """
     if not isinstance(preset, Preset):
         preset = load_preset(preset, list(overrides))
@@ -61,12 +64,12 @@ def study(
     with torch_threads(preset.threads):
         for problem in problems:  # a reference that does not fit fails before any work
             check_fits(preset, problem)
-        for problem in problems:
-            run_problem(preset, problem, result, log, progress=not quiet)
-        peer_note = None
-        if preset.peer.enabled and peer and preset.peer.problem in problems:
-            peer_note = run_peer(preset, result, log)
-            log(peer_note)
+        if not peers_only:
+            for problem in problems:
+                run_problem(preset, problem, result, log, progress=not quiet)
+        peer_notes = None
+        if peer or peers_only:
+            peer_notes = run_peers(preset, problems, result, log)
     own = ", ".join(f"{p}: {preset.samples_for(p)}" for p in problems
                     if preset.samples_for(p) != preset.n_samples)
     header = [f"Problems: {', '.join(problems)}; runs (net+objective): "
@@ -76,8 +79,12 @@ def study(
               f"Device `{preset.device}`, torch {torch.__version__}, {preset.threads or 'default'}"
               f" torch threads, {platform.machine()} with {_cpus()} CPUs; wall time "
               f"{(time.perf_counter() - start) / 60:.1f} min (resumed parts are not re-timed)."]
+    peer_section = None
+    if peer_notes is not None:
+        chosen = [p for p in preset.peer.problems_of(preset) if p in problems]
+        peer_section = (peer_title(preset.peer.peers), chosen, peer_notes)
     files = write_all(result, out_dir, preset.name, command or f"invdiff study {preset.name}",
-                      header, preset.peer.problem if peer_note else None, peer_note)
+                      header, peer_section)
     log("wrote " + ", ".join(str(f) for f in files))
     return result
 

@@ -92,13 +92,66 @@ class ProblemSpec(Section):
 
 
 class PeerSpec(Section):
-    """sbi's NPSE on one problem with the same simulations as the cSDM (optional: needs sbi)."""
+    """Peer methods (``invdiff.study.peer``): other libraries' posterior estimators trained on
+    the same simulations as the cSDMs and scored the same way (optional: each needs its
+    library, ``pip install invdiff[peers]``).
+
+    ``peers``: registered peer names (``sbi-npse``, ``bayesflow-fm``); ``problems``: where to
+    run them (unset: every problem of the preset), each at its first training noise level;
+    ``settings``: a peer's parameters, written in TOML as a table ``[peer.NAME]``. The older
+    form ``problem = "reference"`` with ``max_epochs``, ``batch_size``, ``steps`` beside it
+    still reads as sbi's NPSE on that one problem.
+    """
 
     enabled: bool = True
-    problem: str = "reference"
-    max_epochs: int = Field(200, ge=1)
-    batch_size: int = Field(200, ge=1)
-    steps: int = Field(500, ge=2, description="reverse-SDE (Euler-Maruyama) steps of sampling")
+    peers: list[str] = Field(default_factory=lambda: ["sbi-npse", "bayesflow-fm"])
+    problems: list[str] | None = Field(None, description="None: every problem of the preset")
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tables_and_older_keys(cls, data: Any) -> Any:
+        from .peer import PEERS
+
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        settings = dict(data.pop("settings", None) or {})
+        for name in [k for k in data if k in PEERS]:  # [peer.NAME] tables
+            settings[name] = {**settings.get(name, {}), **data.pop(name)}
+        older = {k: data.pop(k) for k in ("max_epochs", "batch_size", "steps") if k in data}
+        if "problem" in data:
+            if "problems" in data:
+                raise ValueError("give peer.problems (a list) or the older peer.problem, "
+                                 "not both")
+            data["problems"] = [data.pop("problem")]
+            data.setdefault("peers", ["sbi-npse"])
+        if older:
+            settings["sbi-npse"] = {**older, **settings.get("sbi-npse", {})}
+        data["settings"] = settings
+        return data
+
+    @model_validator(mode="after")
+    def _known_peers_and_settings(self) -> PeerSpec:
+        from .peer import PEERS
+
+        unknown = [n for n in [*self.peers, *self.settings] if n not in PEERS]
+        if unknown:
+            raise ValueError(f"unknown peer(s) {', '.join(unknown)}; known peers: "
+                             f"{', '.join(PEERS)}")
+        for name in self.settings:
+            self.params(name)  # a setting that the peer does not take fails here
+        return self
+
+    def params(self, name: str) -> Any:
+        """The validated settings of peer ``name`` (its defaults where the preset is silent)."""
+        from .peer import PEERS
+
+        return PEERS[name].params.model_validate(self.settings.get(name, {}))
+
+    def problems_of(self, preset: Preset) -> list[str]:
+        """The problems the peers run on."""
+        return list(preset.problems) if self.problems is None else list(self.problems)
 
 
 class Preset(Section):
@@ -122,6 +175,14 @@ class Preset(Section):
     samplers: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> params")
     problems: dict[str, ProblemSpec] = Field(min_length=1)
     peer: PeerSpec = Field(default_factory=PeerSpec)
+
+    @model_validator(mode="after")
+    def _peer_problems_exist(self) -> Preset:
+        unknown = [p for p in self.peer.problems or [] if p not in self.problems]
+        if unknown:
+            raise ValueError(f"peer.problems: {', '.join(unknown)} not among the problems "
+                             f"({', '.join(self.problems)})")
+        return self
 
     @model_validator(mode="after")
     def _rank_bins_fit_the_samples(self) -> Preset:

@@ -92,10 +92,34 @@ def cost_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+#: the peer section of a report: (heading, the peers' problems, notes) or None
+PeerSection = tuple[str, Sequence[str], Sequence[str]]
+
+
+def peer_rows(rows: list[dict[str, Any]], problems: Sequence[str]) -> list[dict[str, Any]]:
+    """The peers' rows with, beside them, every well-specified cell of the same problem and
+    noise level on complete measurements (the peers run at each problem's first level)."""
+    peers = [r for r in rows if r.get("peer") is True and r["problem"] in problems]
+    levels = {(r["problem"], r["noise_test"]) for r in peers}
+    cells = [r for r in _diagonal(rows) if (r["problem"], r["noise_test"]) in levels
+             and r.get("peer") is not True]
+    order = {p: i for i, p in enumerate(problems)}
+    return sorted(cells + peers, key=lambda r: (order.get(r["problem"], 0),
+                                                r.get("peer") is True))
+
+
+def peer_part(rows: list[dict[str, Any]], peer: PeerSection | None) -> list[str]:
+    title, problems, notes = peer or ("Peer: none on the same simulations", [], [])
+    return [f"## {title}", "", *[f"- {n}" for n in notes], "",
+            md_table(peer_rows(rows, problems),
+                     ("problem", "net", "sampler", "noise_test", "nfe", "train_seconds",
+                      "seconds", "rmse_truth", "rmse_ref", "std_ratio", "std_corr",
+                      "coverage_50", "coverage_90", "sbc_ks")), ""]
+
+
 def markdown(result: StudyResult, preset_name: str, command: str, header: Sequence[str],
-             peer_problem: str | None, peer_note: str | None, plots: Sequence[str]) -> str:
+             peer: PeerSection | None, plots: Sequence[str]) -> str:
     rows = result.rows
-    peer_rows = [r for r in _diagonal(rows) if r["problem"] == peer_problem]
     mis = [r for r in rows if r["noise_train"] != r["noise_test"]]
     mis_keys = {(r["problem"], r["noise_test"]) for r in mis}
     mis_context = [r for r in _diagonal(rows) if (r["problem"], r["noise_test"]) in mis_keys]
@@ -149,10 +173,7 @@ def markdown(result: StudyResult, preset_name: str, command: str, header: Sequen
         "`break_even`: measurements after which training + sampling is cheaper than MCMC.", "",
         md_table(cost_rows(rows), ("problem", "net", "sampler", "noise_test", "seconds",
                                    "ref_seconds", "speedup", "train_seconds", "break_even")),
-        "", "## Peer: sbi NPSE on the same simulations", "", peer_note or "", "",
-        md_table(peer_rows, ("problem", "net", "sampler", "noise_test", "train_seconds",
-                             "seconds", "rmse_truth", "rmse_ref", "std_ratio", "std_corr",
-                             "coverage_50", "coverage_90", "sbc_ks")), "",
+        "", *peer_part(rows, peer),
         "## Trainings", "",
         md_table(result.trainings, ("problem", "net", "noise_train", "steps", "seconds",
                                     "parameters", "n_levels", "val_loss_ema")), "",
@@ -177,8 +198,7 @@ def _calibration_rows(result: StudyResult) -> list[dict[str, Any]]:
 
 
 def write_all(result: StudyResult, out: Path, preset_name: str, command: str,
-              header: Sequence[str], peer_problem: str | None,
-              peer_note: str | None) -> list[Path]:
+              header: Sequence[str], peer: PeerSection | None = None) -> list[Path]:
     """results.csv, calibration.json, the plots and results.md into ``out``."""
     from .plots import make_plots
 
@@ -186,7 +206,6 @@ def write_all(result: StudyResult, out: Path, preset_name: str, command: str,
     write_csv(result.rows, out / "results.csv")
     atomic_write_text(out / "calibration.json", json.dumps(result.calibration, indent=1))
     plots = make_plots(result, out)
-    text = markdown(result, preset_name, command, header, peer_problem, peer_note,
-                    [p.name for p in plots])
+    text = markdown(result, preset_name, command, header, peer, [p.name for p in plots])
     atomic_write_text(out / "results.md", text)
     return [out / "results.csv", out / "results.md", out / "calibration.json", *plots]
