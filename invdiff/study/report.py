@@ -99,13 +99,12 @@ PeerSection = tuple[str, Sequence[str], Sequence[str]]
 def peer_rows(rows: list[dict[str, Any]], problems: Sequence[str]) -> list[dict[str, Any]]:
     """The peers' rows with, beside them, every well-specified cell of the same problem and
     noise level on complete measurements (the peers run at each problem's first level)."""
-    peers = [r for r in rows if r.get("peer") is True and r["problem"] in problems]
+    peers = [r for r in rows if r.get("peer") and r["problem"] in problems]
     levels = {(r["problem"], r["noise_test"]) for r in peers}
     cells = [r for r in _diagonal(rows) if (r["problem"], r["noise_test"]) in levels
-             and r.get("peer") is not True]
+             and not r.get("peer")]
     order = {p: i for i, p in enumerate(problems)}
-    return sorted(cells + peers, key=lambda r: (order.get(r["problem"], 0),
-                                                r.get("peer") is True))
+    return sorted(cells + peers, key=lambda r: (order.get(r["problem"], 0), bool(r.get("peer"))))
 
 
 def peer_part(rows: list[dict[str, Any]], peer: PeerSection | None) -> list[str]:

@@ -5,7 +5,8 @@ first training noise level), ``StudyRuns(...).get(problem, level).dataset("train
 pairs the cSDMs of that level train on, and returns posterior samples for the held-out
 measurements, which the study scores with the same :func:`~invdiff.evaluation.score.score`
 as its own cells (same truths, same reference posterior, same calibration levels). Its row
-in ``results.csv`` carries the peer's net and sampler names, e.g. ``sbi-npse-mlp``.
+in ``results.csv`` carries the peer's name in the column ``peer`` (empty for the cSDM cells)
+and its net and sampler names, e.g. ``sbi-npse-mlp`` and ``sbi-euler-maruyama``.
 
 Shipped peers (:data:`PEERS`): ``sbi-npse``, sbi's neural posterior score estimation
 (:mod:`.npse`), and ``bayesflow-fm``, BayesFlow's flow matching with its U-Net
@@ -198,5 +199,5 @@ def _run_cell(preset: Preset, runs: Any, peer: Peer, problem: str,
             "objective": "", "noise_param": preset.problems[problem].noise_param,
             "noise_train": level, "noise_test": level, "weights": "",
             "train_seconds": metrics.pop("train_seconds"),
-            "train_steps": metrics.pop("train_steps"), "peer": True}  # bool: not a csv column
+            "train_steps": metrics.pop("train_steps"), "peer": peer.name}
     return result.add(cell, ref, metrics, calib), description, detail
