@@ -166,6 +166,10 @@ class Preset(Section):
     seed: int = seed_field(1, "seed of the posterior chains of every cell")
     calibration_levels: list[float] = Field(default_factory=lambda: list(CALIBRATION_LEVELS))
     rank_bins: int = Field(10, ge=2, description="bins of the SBC rank histograms")
+    calibration_pairs: int = Field(
+        0, ge=0, description="validation pairs on which each model's spread calibration is "
+        "fitted per sampler (invdiff.calibrate, as sampling.calibration_pairs); the cells then "
+        "report the calibrated posterior with the raw one beside it (raw_*); 0: none")
     base: dict[str, Any] = Field(default_factory=dict)
     nets: dict[str, ComponentSpec] = Field(min_length=1)
     objectives: dict[str, dict[str, Any]] = Field(
