@@ -12,13 +12,15 @@ Architecture (``c = ngf``; grid ``H x W`` of x)::
     F  = conv3x3(ELU(InstanceNorm++(r4)))                    (Cx, H, W)
     s(x, y, sigma) = F([x, y_r]) / sigma
 
-By default the network itself does not see sigma: NCSNv2's observation (Song & Ermon 2020,
-technique 3) is that the score norm scales like 1/sigma, so an unconditional net divided by
-sigma works as well as a noise-conditional one. At ``ngf = 64`` with one x and one y channel the
-net has about 7.4 M parameters, the size used in the cSDM paper.
+In the paper's net the network itself does not see sigma: NCSNv2's observation (Song & Ermon
+2020, technique 3) is that the score norm scales like 1/sigma, so an unconditional net divided
+by sigma can work as well as a noise-conditional one. At ``ngf = 64`` with one x and one y
+channel that net has about 7.4 M parameters, the size used in the cSDM paper.
 
-Two options depart from the paper's net (docs/networks.md measures why one may want them: the
-unconditional net hardly uses a weak, spread-out y):
+Two options depart from the paper's net, and both are on by default (docs/networks.md measures
+why: at CPU budgets the unconditional net hardly uses a weak, spread-out y and samples close to
+the prior on elastography and OCE, and its ``F / sigma`` output breaks the probability-flow ODE
+samplers). ``noise_conditional=False, output="ncsn"`` is the paper's net:
 
 * ``noise_conditional``: every InstanceNorm++ of the residual stages and the head becomes
   NCSN's conditional InstanceNorm++, its ``gamma, alpha, beta`` shifted by a linear map of a
@@ -56,8 +58,9 @@ class ConditionalRefineNet(ConditionalScoreNet):
 
     x_shape, y_shape: ``(C, H, W)`` of one x and one y; H and W of x must be even.
     ngf: base width (64 in the paper: about 7.4 M parameters for Cx = Cy = 1).
-    noise_conditional: condition the norms on sigma (NCSN's conditional InstanceNorm++).
-    output: ``"ncsn"`` (the paper's ``F / sigma``) or ``"edm"`` (module docstring).
+    noise_conditional: condition the norms on sigma (NCSN's conditional InstanceNorm++;
+    default; the paper's net: False).
+    output: ``"edm"`` (default) or ``"ncsn"`` (the paper's ``F / sigma``; module docstring).
     channels_last, bf16: speed switches, see :class:`ConditionalScoreNet`.
     """
 
@@ -66,8 +69,8 @@ class ConditionalRefineNet(ConditionalScoreNet):
         x_shape: tuple[int, int, int],
         y_shape: tuple[int, int, int],
         ngf: int = 64,
-        noise_conditional: bool = False,
-        output: str = "ncsn",
+        noise_conditional: bool = True,
+        output: str = "edm",
         channels_last: bool = False,
         bf16: bool = False,
     ) -> None:

@@ -16,7 +16,7 @@ from invdiff.params import ScoreNetParams
 class RefineNetParams(ScoreNetParams):
     ngf: int = Field(64, ge=1, description="base width (64: the paper's 7.4 M-parameter net)")
     noise_conditional: bool = Field(
-        False, description="condition the InstanceNorm++ layers on sigma (NCSN); the paper's net: "
-                           "False")
+        True, description="condition the InstanceNorm++ layers on sigma (NCSN); the paper's net: "
+                          "False")
     output: Literal["ncsn", "edm"] = Field(
-        "ncsn", description="ncsn: F / sigma (the paper); edm: denoiser preconditioning")
+        "edm", description="edm: denoiser preconditioning; ncsn: F / sigma (the paper's net)")

@@ -20,12 +20,17 @@ from invdiff.testing.scorenet import (
 )
 
 
+#: the paper's net (cSDM): unconditional norms, output F / sigma
+PAPER = {"noise_conditional": False, "output": "ncsn"}
+
+
 def small(x_shape=(1, 8, 8), y_shape=(1, 8, 8), **kw) -> ConditionalRefineNet:
+    """A small net, the paper's unless ``kw`` says otherwise."""
     torch.manual_seed(0)
-    return ConditionalRefineNet(x_shape, y_shape, ngf=kw.pop("ngf", 4), **kw)
+    return ConditionalRefineNet(x_shape, y_shape, ngf=kw.pop("ngf", 4), **{**PAPER, **kw})
 
 
-# the paper's net and the two options that depart from it
+# the paper's net and the two options that depart from it (both on: the default)
 VARIANTS = {"paper": {}, "noise-conditional": {"noise_conditional": True},
             "noise-conditional-edm": {"noise_conditional": True, "output": "edm"}}
 
@@ -52,6 +57,8 @@ def test_cuda_matches_cpu(variant):
 def test_registry_builds_it():
     net = invdiff.create("score_net", "refinenet", x_shape=(1, 8, 8), y_shape=(2, 4, 4), ngf=4)
     assert isinstance(net, ConditionalRefineNet)
+    # the default is the variant that learns y at CPU budgets, not the paper's net
+    assert net.noise_conditional and net.output == "edm"
     assert (net.x_shape, net.y_shape, net.ngf) == ((1, 8, 8), (2, 4, 4), 4)
     with pytest.raises(ConfigError, match="ngff"):
         invdiff.create("score_net", "refinenet", x_shape=(1, 8, 8), y_shape=(1, 8, 8), ngff=4)
@@ -60,7 +67,7 @@ def test_registry_builds_it():
 def test_parameter_count_matches_paper():
     """cSDM (Dasgupta et al. 2025) reports about 7.4 M parameters at ngf = 64, Cx = Cy = 1."""
     with torch.device("meta"):  # count without allocating
-        net = ConditionalRefineNet((1, 64, 64), (1, 64, 64), ngf=64)
+        net = ConditionalRefineNet((1, 64, 64), (1, 64, 64), ngf=64, **PAPER)
     n = sum(p.numel() for p in net.parameters())
     assert abs(n - 7.4e6) / 7.4e6 < 0.10, n
 
