@@ -5,10 +5,13 @@ element-wise mu, incompressible plane stress, top compression 0.01) for the same
 (smooth log-normal moduli). scikit-fem assembles with its generic vectorised form assembly and
 solves with scipy's sparse direct solver (SuperLU); both do the whole field -> displacement job
 (assembly + factorisation + solve) per field, with everything that depends only on the grid
-built once beforehand. Prints a Markdown table; ``--write`` also writes docs/results/fem.md.
+built once beforehand. Prints a Markdown table; ``--out FILE`` also writes the rows as a result
+file (JSON, with the command, threads and machine; ``--append`` adds the run to those already
+there), and ``--write`` is ``--out docs/results/data/fem.json``, from which
+``benchmarks/results_pages.py`` writes docs/results/fem.md (called here after the run).
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 nice .venv/bin/python benchmarks/bench_fem.py \
-        [--grids 32 64 128] [--fields 8] [--repeats 3] [--write]
+        [--grids 32 64 128] [--fields 8] [--repeats 3] [--write [--append]]
 
 (one BLAS thread: both solvers are then compared single-threaded, and timings on a shared,
 loaded machine stay sane).
@@ -17,8 +20,6 @@ loaded machine stay sane).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ import numpy as np
 import torch
 from invdiff_elasticity import ElasticityFEM, LognormalFieldPrior
 from invdiff_elasticity.oracle import SkfemElasticity
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_pages  # noqa: E402  (benchmarks/results_pages.py: the result file and its page)
 
 COMPRESSION = 0.01
 
@@ -77,7 +81,7 @@ def run(grids: list[int], n_fields: int, repeats: int) -> list[dict]:
                 float(np.abs(sk.displacement(m) - fem.displacement(m)[0].numpy()).max())
                 for m in mus[:2])
         rows.append(row)
-        print(_line(row), flush=True)
+        print(results_pages.md_row(results_pages.fem_row(row)), flush=True)
     return rows
 
 
@@ -103,54 +107,30 @@ def backend_rows(grids: list[int], n_fields: int, repeats: int, device: str) -> 
     return lines
 
 
-KEPT_FROM = "## Default environment"  # the heading of docs/results/fem.md's loaded section
-HEADER = ("| N | dofs | ours (solves/s) | ours, one batched call | scikit-fem (solves/s) | "
-          "speed-up | max abs diff of u |\n|---|---|---|---|---|---|---|")
-
-
-def _line(r: dict) -> str:
-    sk = (f"{r['skfem']:.1f} | {r['speedup']:.1f}x | {r['maxdiff']:.1e}" if "skfem" in r
-          else "n/a | n/a | n/a")
-    return f"| {r['N']} | {r['dofs']} | {r['ours']:.1f} | {r['ours_batch']:.1f} | {sk} |"
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grids", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--fields", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--write", action="store_true", help="write docs/results/fem.md")
+    ap.add_argument("--out", type=Path, help="also write the rows as this result file (JSON)")
+    ap.add_argument("--write", action="store_true",
+                    help="--out docs/results/data/fem.json (and so docs/results/fem.md)")
+    ap.add_argument("--append", action="store_true",
+                    help="add this run to the runs already in the result file")
     ap.add_argument("--device", default=None,
                     help="instead: the torch backend on this device (e.g. cuda) against scipy")
     args = ap.parse_args(argv)
     if args.device is not None:
         backend_rows(args.grids, args.fields, args.repeats, args.device)
         return
-    print(HEADER)
+    print("\n".join(results_pages.md_table(results_pages.FEM_HEAD, [])))
     rows = run(args.grids, args.fields, args.repeats)
-    if args.write:
-        env = " ".join(f"{k}={os.environ[k]}" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-                       if k in os.environ)
-        cmd = f"{env} nice .venv/bin/python benchmarks/bench_fem.py " + " ".join(
-            argv or sys.argv[1:])
-        table = "\n".join([HEADER] + [_line(r) for r in rows])
-        path = Path(__file__).resolve().parents[1] / "docs" / "results" / "fem.md"
-        # sections written by other benchmarks (bench_threads.py) follow the table: keep them
-        old = path.read_text() if path.exists() else ""
-        kept = old[old.index(KEPT_FROM):] if KEPT_FROM in old else ""
-        path.write_text(
-            "# FEM solver speed: invdiff-elasticity vs scikit-fem\n\n"
-            f"Command: `{cmd}`\n\n"
-            f"Machine: {platform.machine()}, {platform.python_implementation()} "
-            f"{platform.python_version()}, numpy {np.__version__}; shared 2-core CPU (other jobs "
-            "were running: compare the columns of one row, not absolute rates across runs).\n\n"
-            "Both columns solve the same problem (canonical physics, top compression 0.01) for "
-            f"the same {args.fields} log-normal fields, assembly + factorisation + solve per "
-            "field, grid-only set-up done beforehand. Max abs diff: between the two nodal "
-            "displacements (both are the same discrete problem, so it is round-off).\n\n"
-            f"{table}\n" + (f"\n{kept}" if kept else "")
-        )
-        print(f"wrote {path}")
+    out = results_pages.DATA / "fem.json" if args.write else args.out
+    if out is not None:
+        results_pages.save_run(out, results_pages.new_run(
+            results_pages.thread_settings("the solver's banded solves on one BLAS thread"),
+            results_pages.machine("numpy", "scipy", "scikit-fem"), compression=COMPRESSION,
+            fields=args.fields, repeats=args.repeats, rows=rows), append=args.append)
 
 
 if __name__ == "__main__":

@@ -25,15 +25,20 @@ Last, the ODE samplers with a score that knows only the levels of a ladder (the 
 the nearest level, in log sigma, to the sigma asked for: the worst case of a net trained at its
 ladder's levels only), off and on the ladder (``on_ladder``).
 
-    nice .venv/bin/python benchmarks/bench_samplers.py            # writes docs/results/
+    nice .venv/bin/python benchmarks/bench_samplers.py --samples 1000  # result file + page
     nice .venv/bin/python benchmarks/bench_samplers.py --quick    # fewer chains, no files
+    nice .venv/bin/python benchmarks/bench_samplers.py --redraw   # the figure, from the file
 
-Timings share a machine with other jobs: compare them only within one run.
+The numbers go to docs/results/data/samplers.json (with the command, threads and machine),
+the figure to docs/results/samplers_accuracy.png; ``benchmarks/results_pages.py`` writes
+docs/results/samplers.md from the file (called here after the run). Timings share a machine
+with other jobs: compare them only within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,15 +47,16 @@ from pathlib import Path
 import torch
 
 import invdiff
-from invdiff.io import atomic_write_text
 from invdiff.reference.diagnostics import gaussian_accuracy, reference_case
 from invdiff.runtime import torch_threads
 from invdiff.sampling.sigmas import geometric, langevin_step_size
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_pages  # noqa: E402  (benchmarks/results_pages.py: the result file and its page)
+
 ROOT = Path(__file__).resolve().parents[1]
-OUT_MD = ROOT / "docs" / "results" / "samplers.md"
+OUT_JSON = ROOT / "docs" / "results" / "data" / "samplers.json"
 OUT_PNG = ROOT / "docs" / "results" / "samplers_accuracy.png"
-COMMAND = "nice .venv/bin/python benchmarks/bench_samplers.py"
 
 
 @dataclass
@@ -182,18 +188,22 @@ def ode_std_ratio(cfg: Config, sampler, post) -> torch.Tensor | None:
     return ((u**2) @ var).sqrt() / post.std.flatten()
 
 
-def recursion_16() -> str:
+def _rec(rec: torch.Tensor | None) -> dict | None:
+    return None if rec is None else {"mean": float(rec.mean()),
+                                     "max_error": float((rec - 1).abs().max())}
+
+
+def recursion_16() -> list[dict]:
     """The noise-free std ratio of every fixed-step setting on the 16x16 problem."""
     prob, _ = reference_case(n=16, mask_fraction=0.5)
-    lines = ["| setting | nfe | std (recursion): mean / max err |", "|---|---|---|"]
+    rows = []
     for cfg in CONFIGS:
         sampler, _ = cfg.build()
         rec = recursion_std_ratio(cfg, sampler, prob.posterior)
         if rec is not None:
             nfe = sampler.nfe_per_chain(cfg.params.get("steps", cfg.levels))
-            lines.append(f"| {cfg.label} | {nfe} | {float(rec.mean()):.4f} / "
-                         f"{float((rec - 1).abs().max()):.3f} |")
-    return "\n".join(lines)
+            rows.append({"label": cfg.label, "nfe": nfe, "recursion": _rec(rec)})
+    return rows
 
 
 class _SnappedScore:
@@ -208,13 +218,17 @@ class _SnappedScore:
         return self.score(x, y, self.log_ladder[i].exp().to(sigma))
 
 
-def ladder_only(n_samples: int) -> str:
+def _accuracy(a) -> dict:
+    return {"mean_error": a.mean_error, "std_ratio": a.mean_std_ratio,
+            "max_std_error": a.max_std_error}
+
+
+def ladder_only(n_samples: int) -> list[dict]:
     """ODE samplers on a score known only at the levels of 60- and 20-level ladders."""
     prob, y = reference_case(n=8, mask_fraction=0.5)
     post = prob.posterior
     mean = post.mean(y)
-    lines = ["| ladder levels | setting | on_ladder | nfe | mean error | std ratio (mean) | "
-             "max abs(ratio-1) |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for levels in (60, 20):
         ladder = geometric(10.0, 0.01, levels).double()
         score = _SnappedScore(post.score_fn(), ladder)
@@ -223,10 +237,15 @@ def ladder_only(n_samples: int) -> str:
                 res = invdiff.create("sampler", name, progress=False, on_ladder=on).sample(
                     score, y, ladder, n_samples, generator=torch.Generator().manual_seed(0))
                 a = gaussian_accuracy(res.samples, mean, post.cov)
-                lines.append(f"| {levels} | {label} | {on} | {res.nfe} | {a.mean_error:.3f} | "
-                             f"{a.mean_std_ratio:.4f} | {a.max_std_error:.3f} |")
-                print(lines[-1], file=sys.stderr, flush=True)
-    return "\n".join(lines)
+                rows.append({"levels": levels, "label": label, "on_ladder": on, "nfe": res.nfe,
+                             **_accuracy(a)})
+                print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def _setting(label: str, sampler: str, nfe: int, seconds: float, a, rec) -> dict:
+    return {"label": label, "sampler": sampler, "nfe": nfe, "seconds": seconds, **_accuracy(a),
+            "recursion": _rec(rec), "w2": a.w2}
 
 
 def run(n_samples: int) -> list[dict]:
@@ -234,58 +253,25 @@ def run(n_samples: int) -> list[dict]:
     post = prob.posterior
     mean, score = post.mean(y), post.score_fn()
     exact = post.sample(y, n_samples, generator=torch.Generator().manual_seed(7))
-    acc = gaussian_accuracy(exact, mean, post.cov)
-    rows = [dict(label="exact (MC floor)", sampler="exact", nfe=0, seconds=0.0, acc=acc,
-                 rec=None, params={})]
+    rows = [_setting("exact (MC floor)", "exact", 0, 0.0,
+                     gaussian_accuracy(exact, mean, post.cov), None)]
     for cfg in CONFIGS:
-        sampler, params = cfg.build()
+        sampler, _ = cfg.build()
         t0 = time.perf_counter()
         res = sampler.sample(score, y, cfg.sigmas(), n_samples,
                              generator=torch.Generator().manual_seed(0))
         seconds = time.perf_counter() - t0
-        acc = gaussian_accuracy(res.samples, mean, post.cov)
-        rec = recursion_std_ratio(cfg, sampler, post)
-        rows.append(dict(label=cfg.label, sampler=cfg.sampler, nfe=res.nfe, seconds=seconds,
-                         acc=acc, rec=rec, params=params, cfg=cfg))
-        print(_line(rows[-1]), file=sys.stderr, flush=True)
+        rows.append(_setting(cfg.label, cfg.sampler, res.nfe, seconds,
+                             gaussian_accuracy(res.samples, mean, post.cov),
+                             recursion_std_ratio(cfg, sampler, post)))
+        print(results_pages.md_row(results_pages.sampler_row(rows[-1])), file=sys.stderr,
+              flush=True)
     return rows
-
-
-def _line(r: dict) -> str:
-    a, rec = r["acc"], r["rec"]
-    rec_txt = "-" if rec is None else (
-        f"{float(rec.mean()):.4f} / {float((rec - 1).abs().max()):.3f}")
-    return (f"| {r['label']} | {r['nfe']} | {r['seconds']:.2f} | {a.mean_error:.3f} | "
-            f"{a.mean_std_ratio:.4f} | {a.max_std_error:.3f} | {rec_txt} | {a.w2:.4f} |")
-
-
-def table(rows: list[dict]) -> str:
-    head = ("| setting | nfe | seconds | mean error | std ratio (mean) | max abs(ratio-1) | "
-            "std (recursion): mean / max err | W2 |\n|---|---|---|---|---|---|---|---|")
-    return "\n".join([head] + [_line(r) for r in rows])
 
 
 #: (sampler, bound, budget): std within this fraction at <= this many nfe
 GOALS = [(AL, 0.05, 500), (PC, 0.01, 200), (HEUN, 0.02, 50), (HEUN, 0.05, 25), (DPM, 0.02, 50),
          (DPM, 0.05, 25)]
-
-
-def goals(rows: list[dict]) -> str:
-    """Which settings reach the goals: |mean std ratio - 1| within the bound at the budget
-    (sampled; the exact recursion's mean and max pixel error given where defined)."""
-    lines = []
-    for name, bound, budget in GOALS:
-        hits = [r for r in rows if r["sampler"] == name and r["nfe"] <= budget
-                and abs(r["acc"].mean_std_ratio - 1) <= bound]
-        hits.sort(key=lambda r: r["nfe"])
-        found = "; ".join(
-            f"{r['label']} ({r['nfe']} nfe, std ratio {r['acc'].mean_std_ratio:.4f}"
-            + ("" if r["rec"] is None else
-               f", recursion {float(r['rec'].mean()):.4f}, max pixel "
-               f"{float((r['rec'] - 1).abs().max()):.3f}") + ")"
-            for r in hits) or "none"
-        lines.append(f"* {name}: std within {bound:.0%} at <= {budget} nfe: {found}")
-    return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -296,13 +282,12 @@ def plot(rows: list[dict], path: Path) -> None:
     from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    floor = rows[0]["acc"].w2
+    floor = rows[0]["w2"]
     for name, marker in ((AL, "o"), (PC, "s"), (HEUN, "^"), (DPM, "D")):
         pts = [r for r in rows if r["sampler"] == name]
         nfe = [r["nfe"] for r in pts]
-        axes[0].scatter(nfe, [abs(r["acc"].mean_std_ratio - 1) for r in pts], marker=marker,
-                        label=name)
-        axes[1].scatter(nfe, [r["acc"].w2 for r in pts], marker=marker, label=name)
+        axes[0].scatter(nfe, [abs(r["std_ratio"] - 1) for r in pts], marker=marker, label=name)
+        axes[1].scatter(nfe, [r["w2"] for r in pts], marker=marker, label=name)
     for level, text in ((0.01, "1%"), (0.02, "2%"), (0.05, "5%")):
         axes[0].axhline(level, color="grey", lw=0.8, ls="--")
         axes[0].text(0.02, level * 1.08, text, color="grey", fontsize=8,
@@ -328,70 +313,29 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=4000, help="samples per measurement")
     ap.add_argument("--quick", action="store_true", help="500 samples, print only")
+    ap.add_argument("--out", type=Path, default=OUT_JSON, help="the result file (JSON)")
+    ap.add_argument("--redraw", action="store_true",
+                    help="only draw the figure again from the result file")
     args = ap.parse_args(argv)
+    if args.redraw:
+        plot(results_pages.read_runs(args.out)[-1]["settings"], OUT_PNG)
+        return
     n = 500 if args.quick else args.samples
     with torch_threads(1):  # tiny matmuls: one thread is fastest on a shared machine
         rows = run(n)
-    text = table(rows)
-    print(text)
-    print(goals(rows))
-    with torch_threads(1):
         rec16 = recursion_16()
         snapped = ladder_only(n)
-    print(rec16)
-    print(snapped)
     if args.quick:
+        print(json.dumps({"goals": results_pages.sampler_goals(rows, GOALS),
+                          "recursion_16": rec16, "ladder_only": snapped}, indent=1))
         return
-    OUT_MD.parent.mkdir(parents=True, exist_ok=True)
-    plot(rows, OUT_PNG)
-    command = COMMAND + ("" if n == ap.get_default("samples") else f" --samples {n}")
-    atomic_write_text(OUT_MD, REPORT.format(command=command, n=n, chains=2 * n, table=text,
-                                            png=OUT_PNG.name, goals=goals(rows), rec16=rec16,
-                                            snapped=snapped))
-    print(f"wrote {OUT_MD.relative_to(ROOT)} and {OUT_PNG.relative_to(ROOT)}")
-
-
-REPORT = """# Samplers on the exact-score reference problem
-
-Produced by `{command}` ({n} samples per measurement, 2 measurements: {chains} chains per
-setting; 1 torch thread; timings from a shared 2-core machine, comparable only within this
-table). Problem: `make_problem(n=8, mask_fraction=0.5)` (8x8 field, blur 1 px, half the pixels
-masked, 5% noise), exact noised score. Ladders are geometric from sigma_1 = 10 to sigma_L = 0.01
-unless stated. AL = annealed-langevin (T steps per level; "eps xk" = k times the NCSNv2 rule
-for that ladder), PC = predictor-corrector (K corrector steps, snr r). All settings end with
-the final denoising step unless "no denoise". Heun and DPM-2M (plugin `invdiff-edm`) run the
-probability-flow ODE on their own schedule of N levels from 10 to 0.01 (Karras rho = 7 unless
-"geometric"; DPM-2M geometric unless "rho=7"), from the shifted start x + D(x, sigma_max) and
-with the "ode" last step x + sigma_min^2 s / 2, unless stated.
-
-Columns: mean error in exact posterior stds (RMS over pixels); std ratio = sample std / exact
-posterior std per pixel (the goal, not the law a sampler reaches at best); "std (recursion)":
-the noise-free expected std ratio from the exact variance recursion of fixed-step samplers
-(see the benchmark's docstring), mean over pixels / max |ratio - 1|; W2: Gaussian
-2-Wasserstein distance to N(m, S). Monte Carlo error of the sampled std ratio: about
-1/sqrt(2 x {chains}) per pixel; the row "exact" shows the floor of each metric.
-
-{table}
-
-Goals (mean over pixels of the sampled std ratio; see docs/samplers.md for the discussion):
-
-{goals}
-
-![accuracy vs nfe]({png})
-
-The same settings on the 16x16 problem (`make_problem(n=16, mask_fraction=0.5)`: half the
-posterior's eigenvalues are ~1e-4, std 0.01 = sigma_L), noise-free std ratio from the exact
-recursion (settings without one are left out):
-
-{rec16}
-
-A score that knows only the levels of a geometric ladder from 10 to 0.01 (the exact score at the
-nearest level, in log sigma: the worst case of a net trained only at its ladder's levels), 8x8
-problem. `on_ladder` moves the schedule's levels onto the ladder's (repeats dropped, hence
-fewer evaluations on the 20-level ladder):
-
-{snapped}
-"""
+    figure = OUT_PNG if args.out.resolve() == OUT_JSON else args.out.with_suffix(".png")
+    plot(rows, figure)
+    results_pages.save_run(args.out, results_pages.new_run(
+        results_pages.thread_settings("1 torch thread (set by the benchmark)"),
+        results_pages.machine("torch"), samples_per_measurement=n, measurements=2,
+        goals=[list(g) for g in GOALS], figure=figure.name, settings=rows,
+        recursion_16=rec16, ladder_only=snapped))
 
 
 if __name__ == "__main__":

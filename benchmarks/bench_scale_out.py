@@ -10,9 +10,11 @@
   after 3 warm-up steps: one process with one thread, one process with two threads, and two
   ranks under ``torch.distributed.run`` (DDP, gloo, one thread each, 16 examples per rank).
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scale_out.py``
-(``--out FILE`` writes the markdown table; results: docs/results/scale-out.md).
-Needs the invdiff-elasticity and invdiff-unet plugins and the ``dask`` extra.
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scale_out.py [--out FILE]``
+(about 7 minutes on 2 cores; prints the rows, and ``--out`` writes them as a result file: JSON,
+with the command, threads and machine). ``--out docs/results/data/scale-out.json`` also writes
+docs/results/scale-out.md (``benchmarks/results_pages.py``). Needs the invdiff-elasticity and
+invdiff-unet plugins and the ``dask`` extra.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -97,7 +98,7 @@ def train_rate(ranks: int, threads: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", help="write the markdown table here")
+    ap.add_argument("--out", type=Path, help="write the rows as this result file (JSON)")
     ap.add_argument("--train-worker", type=int, metavar="THREADS", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.train_worker is not None:
@@ -108,43 +109,36 @@ def main() -> None:
     t0 = time.perf_counter()
     client, cluster = client_for(None, 2)
     client.run(lambda: problem(64))  # workers import torch and the plugins once
-    rows.append(("start a Dask LocalCluster of 2 workers (imports included)", "2 Dask workers",
-                 f"{time.perf_counter() - t0:.1f} s once", ""))
+    rows.append({"work": "dask-start", "seconds": time.perf_counter() - t0})
     print(rows[-1], flush=True)
     try:
         for grid, n in SIM.items():
             base = None
-            for label, workers, executor, address in (
-                    ("1 process", 1, "local", None),
-                    ("2 processes (local pool)", 2, "local", None),
-                    ("2 Dask workers (running LocalCluster)", 2, "dask",
-                     cluster.scheduler_address)):
+            for mode, workers, executor, address in (
+                    ("one", 1, "local", None), ("pool", 2, "local", None),
+                    ("dask", 2, "dask", cluster.scheduler_address)):
                 rate = simulate_rate(grid, n, workers, executor, address)
                 base = base or rate
-                rows.append((f"simulate elasticity N = {grid} ({n} pairs)", label,
-                             f"{rate:.0f} pairs/s", f"{rate / base:.2f}x"))
+                rows.append({"work": "simulate", "grid": grid, "pairs": n, "mode": mode,
+                             "pairs_per_s": rate, "ratio": rate / base})
                 print(rows[-1], flush=True)
     finally:
         client.close()
         cluster.close()
     base = None
-    for label, ranks, threads in (("1 process, 1 thread", 1, 1),
-                                  ("1 process, 2 threads", 1, 2),
-                                  ("2 ranks (DDP, gloo), 1 thread each", 2, 1)):
+    for mode, ranks, threads in (("threads-1", 1, 1), ("threads-2", 1, 2), ("ddp", 2, 1)):
         rate = train_rate(ranks, threads)
         base = base or rate
-        rows.append((f"train U-Net {GRID}x{GRID}, global batch {BATCH}", label,
-                     f"{rate:.1f} examples/s", f"{rate / base:.2f}x"))
+        rows.append({"work": "train", "grid": GRID, "batch": BATCH, "mode": mode,
+                     "examples_per_s": rate, "ratio": rate / base})
         print(rows[-1], flush=True)
-    import torch
-
-    table = ["| work | processes | throughput | ratio to 1 process |", "| --- | --- | --- | --- |"]
-    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    text = (f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{time.strftime('%Y-%m-%d %H:%M')}\n\n" + "\n".join(table) + "\n")
-    print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import results_pages
+
+        results_pages.save_run(args.out, results_pages.new_run(
+            results_pages.thread_settings("each case sets its own torch threads in each process"),
+            results_pages.machine("torch", "dask"), rows=rows))
 
 
 if __name__ == "__main__":

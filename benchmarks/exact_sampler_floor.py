@@ -9,10 +9,13 @@ and the std ratio and coverage scatter around 1 and the nominal level. A learned
 judged against these numbers, not against 1. The table also prints the closed-form
 expectations of :func:`invdiff.evaluation.metrics.exact_sampler_scores` beside the measured ones.
 
-Prints a table over n (samples per measurement), the mean and spread over ``--repeats`` draws:
+Prints a table over n (samples per measurement), the mean and spread over ``--repeats`` draws;
+``--out FILE`` also writes them as a result file (JSON, with the command, threads and machine),
+and ``--out docs/results/data/exact-sampler-floor.json`` updates docs/results/samplers.md
+(``benchmarks/results_pages.py``):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/exact_sampler_floor.py --n-test 8 \\
-        --n-samples 32 64 256 1024
+        --n-samples 32 64 256 1024 [--out docs/results/data/exact-sampler-floor.json]
 
 It reads the held-out set of the preset's ``reference`` problem under ``<runs>`` (simulated by
 ``invdiff study`` or ``benchmarks/learning_curves.py`` with the same preset) and simulates it
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from pathlib import Path
 
 import torch
 
@@ -33,6 +37,9 @@ from invdiff.interfaces import ReferenceResult
 from invdiff.reference.exact import exact_posterior
 from invdiff.study.preset import load_preset
 from invdiff.study.runner import held_out_set
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_pages  # noqa: E402  (benchmarks/results_pages.py: the result file and its page)
 
 METRICS = ("std_ratio", "std_corr", "coverage_90", "mean_err_std")
 
@@ -55,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-samples", type=int, nargs="+", default=[32, 64, 256, 1024])
     ap.add_argument("--repeats", type=int, default=20, help="independent draws per n")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", type=Path, help="also write the table as this result file (JSON)")
     args = ap.parse_args(argv)
 
     preset = load_preset(args.preset, args.set)
@@ -68,13 +76,21 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(h.y)} held-out measurements, mean ± std over {args.repeats} draws\n")
     print("| samples | " + " | ".join(METRICS) + " | predicted std_ratio | predicted std_corr |")
     print("| --- |" + " --- |" * (len(METRICS) + 2))
+    rows = []
     for n in args.n_samples:
         runs = [exact_scores(post, h, n, seed) for seed in range(args.repeats)]
-        cells = [f"{statistics.mean(r[m] for r in runs):.3f} ± "
-                 f"{statistics.stdev(r[m] for r in runs):.3f}" for m in METRICS]
+        spread = {m: [statistics.mean(r[m] for r in runs), statistics.stdev(r[m] for r in runs)]
+                  for m in METRICS}
         best = exact_sampler_scores(post.std, n)
-        print(f"| {n} | " + " | ".join(cells) + f" | {best['std_ratio']:.3f} | "
-              f"{best['std_corr']:.3f} |")
+        rows.append({"samples": n, **spread, "predicted_std_ratio": best["std_ratio"],
+                     "predicted_std_corr": best["std_corr"]})
+        print(f"| {n} | " + " | ".join(f"{a:.3f} ± {b:.3f}" for a, b in spread.values())
+              + f" | {best['std_ratio']:.3f} | {best['std_corr']:.3f} |")
+    if args.out:
+        results_pages.save_run(args.out, results_pages.new_run(
+            results_pages.thread_settings(), results_pages.machine("torch"),
+            preset=preset.name, problem=args.problem, n_test=len(h.y), repeats=args.repeats,
+            rows=rows))
     return 0
 
 

@@ -1,20 +1,32 @@
 """Pages and figures of docs/results made from the result files, never copied by hand.
 
-    .venv/bin/python benchmarks/results_pages.py          # writes which-net-and-sampler.md
-    .venv/bin/python benchmarks/results_pages.py --check  # fails if that page is not up to date
+    .venv/bin/python benchmarks/results_pages.py          # writes every generated page
+    .venv/bin/python benchmarks/results_pages.py --check  # fails if a page is not up to date
     .venv/bin/python benchmarks/results_pages.py --figures docs/results/study/cpu-defaults
 
-The page answers "which net and sampler should I use, and how good is it?" from a study's
-``results.csv`` (default: the ``cpu`` study with the current training defaults,
-``docs/results/study/cpu-defaults``): per problem and noise level, every net and sampler with
-its std ratio to the reference posterior, 90% coverage, score evaluations, sampling seconds
-per measurement and std-field correlation; the sbi peer's row from another study's
-``results.csv`` beside them where it has one (``--peer``); and a recommendation computed from
-the numbers by the rule the page states (:func:`recommend`).
+Every page named in :data:`PAGES` is written from result files alone; ``make docs`` runs
+``--check``, so a page that no longer matches its files fails the documentation build.
+
+* ``which-net-and-sampler.md`` answers "which net and sampler should I use, and how good is
+  it?" from a study's ``results.csv`` (default: the ``cpu`` study with the current training
+  defaults, ``docs/results/study/cpu-defaults``): per problem and noise level, every net and
+  sampler with its std ratio to the reference posterior, 90% coverage, score evaluations,
+  sampling seconds per measurement and std-field correlation; the sbi peer's row from another
+  study's ``results.csv`` beside them where it has one (``--peer``); and a recommendation
+  computed from the numbers by the rule the page states (:func:`recommend`).
+* ``samplers.md``, ``fem.md``, ``simulate.md`` and ``scale-out.md`` are written from the JSON
+  result files in ``docs/results/data/`` that their benchmarks write (``bench_samplers.py``
+  and ``exact_sampler_floor.py``; ``bench_fem.py``; ``bench_simulate.py``;
+  ``bench_scale_out.py``; ``threads.json`` holds the tables ``bench_threads.py`` printed). A
+  result file holds a list of runs, each with its command, thread settings, machine and date
+  (:func:`save_run`), and where a run's numbers were recorded from its printed output rather
+  than written by the benchmark, a ``source`` saying so; the explanatory text of each page is
+  fixed here, every number comes from the files. A benchmark that writes a result file into
+  ``docs/results/data/`` writes the pages made from it too.
 
 ``--figures DIR ...`` draws a finished study's figures again from its ``results.csv`` and
 ``calibration.json`` (``invdiff.study.plots``; no training or sampling) and updates the list
-of figures at the end of its ``results.md``. The page itself needs only the standard library
+of figures at the end of its ``results.md``. The pages need only the standard library
 (``make docs`` runs ``--check`` in a fraction of a second).
 """
 
@@ -22,9 +34,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
+import os
+import platform
 import re
+import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +50,7 @@ RESULTS = ROOT / "docs" / "results"
 STUDY = RESULTS / "study" / "cpu-defaults"
 PEER = RESULTS / "study" / "cpu"
 PAGE = RESULTS / "which-net-and-sampler.md"
+DATA = RESULTS / "data"
 
 COVERAGE = (0.85, 0.97)  # a 90% interval counts as calibrated when it covers this share
 MAX_STD_RATIO = 2.0      # usable: at most twice as wide as the reference posterior ...
@@ -283,6 +302,496 @@ def page(study: Path = STUDY, peer: Path | None = PEER) -> str:
     return "\n".join(out)
 
 
+# --- result files of the benchmarks (docs/results/data/*.json) --------------------------------
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def command(argv: list[str] | None = None) -> str:
+    """The command line that ran this benchmark, its thread variables in front, as a user
+    would type it again from the repository root."""
+    env = [f"{k}={os.environ[k]}" for k in THREAD_VARIABLES if k in os.environ]
+    script = Path(sys.argv[0]).resolve()
+    script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join([*env, ".venv/bin/python", script.as_posix(), shlex.join(args)]).strip()
+
+
+def thread_settings(detail: str = "") -> str:
+    """The thread variables set for the run and what the benchmark itself sets (``detail``)."""
+    env = ", ".join(f"{k}={os.environ[k]}" for k in THREAD_VARIABLES if k in os.environ)
+    return "; ".join(p for p in (env or "no `*_NUM_THREADS` variable set", detail) if p)
+
+
+def machine(*packages: str) -> str:
+    """This machine in words: architecture, cores, Python, the versions of ``packages`` and the
+    load average when the run finished (other jobs on a shared machine slow absolute rates)."""
+    from importlib import metadata
+
+    parts = [f"{platform.machine()}, {os.cpu_count()} cores",
+             f"{platform.python_implementation()} {platform.python_version()}"]
+    for name in packages:
+        try:
+            parts.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    return ", ".join(parts) + f"; load average {load} (1, 5, 15 min) when the run finished"
+
+
+def new_run(threads: str, machine_text: str, **data) -> dict:
+    """A run of a result file: how it was made (command, threads, machine, date) and ``data``."""
+    return {"command": command(), "threads": threads, "machine": machine_text,
+            "date": time.strftime("%Y-%m-%d %H:%M"), **data}
+
+
+def read_runs(path: Path) -> list[dict]:
+    return json.loads(Path(path).read_text())["runs"]
+
+
+def save_run(path: Path, run: dict, append: bool = False) -> Path:
+    """Write ``run`` as the result file ``path`` (``{"runs": [...]}``), after the runs already
+    there when ``append``; then write again the pages made from it if it is one of
+    docs/results/data."""
+    path = Path(path)
+    runs = read_runs(path) if append and path.exists() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"runs": [*runs, run]}, indent=1) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}")
+    if path.resolve().parent == DATA.resolve():
+        for name, (_, files) in PAGES.items():
+            if path.name in files:
+                (RESULTS / name).write_text(render(name))
+                print(f"wrote {RESULTS / name}")
+    return path
+
+
+def _provenance_list(run: dict) -> list[str]:
+    out = [f"* Command: `{run['command']}`", f"* Threads: {run['threads']}",
+           f"* Machine: {run['machine']}", f"* Measured: {run['date']}"]
+    if run.get("source"):
+        out.append(f"* Recorded: {run['source']}")
+    return out
+
+
+def _generated(*files: str) -> str:
+    names = " and ".join(f"docs/results/data/{f}" for f in files)
+    return f"<!-- Generated by benchmarks/results_pages.py from {names}; do not edit by hand. -->"
+
+
+def _faster(ratio: float, digits: int = 2) -> str:
+    """A speed ratio (new rate / old rate, or old time / new time) in words."""
+    if ratio >= 1:
+        return f"{ratio:.{digits}f}x faster"
+    return f"{1 / ratio:.{digits}f}x slower"
+
+
+def md_row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def md_table(head: list[str], rows: list[list]) -> list[str]:
+    return [md_row(head), "|" + " --- |" * len(head)] + [md_row(row) for row in rows]
+
+
+# samplers.md: bench_samplers.py and exact_sampler_floor.py
+
+def _recursion(r: dict) -> str:
+    rec = r.get("recursion")
+    return "-" if rec is None else f"{rec['mean']:.4f} / {rec['max_error']:.3f}"
+
+
+def sampler_row(r: dict) -> list:
+    """One setting's row of the samplers table (also the benchmark's progress line)."""
+    return [r["label"], r["nfe"], f"{r['seconds']:.2f}", f"{r['mean_error']:.3f}",
+            f"{r['std_ratio']:.4f}", f"{r['max_std_error']:.3f}", _recursion(r),
+            f"{r['w2']:.4f}"]
+
+
+SAMPLER_HEAD = ["setting", "nfe", "seconds", "mean error", "std ratio (mean)",
+                "max abs(ratio-1)", "std (recursion): mean / max err", "W2"]
+
+
+def sampler_goals(settings: list[dict], goals: list) -> list[str]:
+    """Which settings reach each goal (sampler, bound, budget): |mean std ratio - 1| within
+    the bound at no more than the budget of score evaluations per chain."""
+    lines = []
+    for name, bound, budget in goals:
+        hits = sorted((r for r in settings if r["sampler"] == name and r["nfe"] <= budget
+                       and abs(r["std_ratio"] - 1) <= bound), key=lambda r: r["nfe"])
+        found = "; ".join(
+            f"{r['label']} ({r['nfe']} nfe, std ratio {r['std_ratio']:.4f}"
+            + ("" if r.get("recursion") is None else
+               f", recursion {r['recursion']['mean']:.4f}, max pixel "
+               f"{r['recursion']['max_error']:.3f}") + ")" for r in hits) or "none"
+        lines.append(f"* {name}: std within {bound:.0%} at <= {budget} nfe: {found}")
+    return lines
+
+
+def samplers_page(data: Path = DATA) -> str:
+    s = read_runs(data / "samplers.json")[-1]
+    floor = read_runs(data / "exact-sampler-floor.json")[-1]
+    n, m = s["samples_per_measurement"], s["measurements"]
+    out = [
+        "# Samplers on the exact-score reference problem",
+        "",
+        _generated("samplers.json", "exact-sampler-floor.json"),
+        "",
+        "How accurate each sampler and setting is when the score is exact, by its cost in score "
+        "evaluations. On the reference problem the posterior is Gaussian and known in closed "
+        "form, so its noised score is exact and every error left is the sampler's. Problem: "
+        "`make_problem(n=8, mask_fraction=0.5)` (8x8 field, blur 1 px, half the pixels masked, "
+        f"5% noise), {m} measurements, {n} samples per measurement: {m * n} chains per setting. "
+        "Ladders are geometric from sigma_1 = 10 to sigma_L = 0.01 unless stated. AL = "
+        "annealed-langevin (T steps per level; \"eps xk\" = k times the NCSNv2 rule for that "
+        "ladder), PC = predictor-corrector (K corrector steps, snr r). All settings end with the "
+        "final denoising step unless \"no denoise\". Heun and DPM-2M (plugin `invdiff-edm`) run "
+        "the probability-flow ODE on their own schedule of N levels from 10 to 0.01 (Karras "
+        "rho = 7 unless \"geometric\"; DPM-2M geometric unless \"rho=7\"), from the shifted "
+        "start x + D(x, sigma_max) and with the \"ode\" last step x + sigma_min^2 s / 2, unless "
+        "stated.",
+        "",
+        *_provenance_list(s),
+        "",
+        "Columns: mean error in exact posterior stds (RMS over pixels); std ratio = sample std / "
+        "exact posterior std per pixel (1 = exact; what a sampler should reach, not the law it "
+        "reaches at best); \"std (recursion)\": the noise-free expected std ratio from the exact "
+        "variance recursion of fixed-step samplers (see the benchmark's docstring), mean over "
+        "pixels / max |ratio - 1|; W2: Gaussian 2-Wasserstein distance to N(m, S). Monte Carlo "
+        f"error of the sampled std ratio: about 1/sqrt(2 x {m * n}) per pixel; the row \"exact\" "
+        "shows the floor of each metric. Seconds are comparable within this table only.",
+        "",
+        *md_table(SAMPLER_HEAD, [sampler_row(r) for r in s["settings"]]),
+        "",
+        "Settings that reach a given accuracy (mean over pixels of the sampled std ratio; see "
+        "[samplers](../samplers.md) for the discussion):",
+        "",
+        *sampler_goals(s["settings"], s["goals"]),
+        "",
+        f"![accuracy vs nfe]({s['figure']})",
+        "",
+        "The same settings on the 16x16 problem (`make_problem(n=16, mask_fraction=0.5)`: half "
+        "the posterior's eigenvalues are ~1e-4, std 0.01 = sigma_L), noise-free std ratio from "
+        "the exact recursion (settings without one are left out):",
+        "",
+        *md_table(["setting", "nfe", "std (recursion): mean / max err"],
+                   [[r["label"], r["nfe"], _recursion(r)] for r in s["recursion_16"]]),
+        "",
+        "A score that knows only the levels of a geometric ladder from 10 to 0.01 (the exact "
+        "score at the nearest level, in log sigma: the worst case of a net trained only at its "
+        "ladder's levels), 8x8 problem. `on_ladder` moves the schedule's levels onto the "
+        "ladder's (repeats dropped, hence fewer evaluations on a short ladder):",
+        "",
+        *md_table(["ladder levels", "setting", "on_ladder", "nfe", "mean error",
+                    "std ratio (mean)", "max abs(ratio-1)"],
+                   [[r["levels"], r["label"], r["on_ladder"], r["nfe"], f"{r['mean_error']:.3f}",
+                     f"{r['std_ratio']:.4f}", f"{r['max_std_error']:.3f}"]
+                    for r in s["ladder_only"]]),
+        "",
+        "## What a perfect sampler scores with the study's metrics",
+        "",
+        f"Exact posterior samples of the `{floor['problem']}` problem (study preset "
+        f"`{floor['preset']}`, its first {floor['n_test']} held-out measurements), scored "
+        "exactly as a learned posterior is in the benchmark study "
+        "(`invdiff.evaluation.metrics.sample_metrics`). With finitely many samples neither the "
+        "std ratio nor the std-field correlation reaches 1, and the coverage scatters around its "
+        "nominal level: a learned posterior is read against this table, not against 1. Mean ± "
+        f"std over {floor['repeats']} draws, beside the closed-form expectation of "
+        "`invdiff.evaluation.metrics.exact_sampler_scores` (std ratio = c4(n), the bias of the "
+        "sample std; std corr = sqrt(V / (V + E[s^2] / (2 (n - 1)))) with V the variance of the "
+        "exact std field over pixels). The mean error is in posterior stds: the Monte Carlo "
+        "error of an n-sample mean, about 1/sqrt(n).",
+        "",
+        *_provenance_list(floor),
+        "",
+        *md_table(["samples", "std ratio", "std corr", "90% coverage", "mean error",
+                    "predicted std ratio", "predicted std corr"],
+                   [[r["samples"], *(f"{r[k][0]:.3f} ± {r[k][1]:.3f}" for k in
+                                     ("std_ratio", "std_corr", "coverage_90", "mean_err_std")),
+                     f"{r['predicted_std_ratio']:.3f}", f"{r['predicted_std_corr']:.3f}"]
+                    for r in floor["rows"]]),
+        "",
+        "## On a trained net",
+        "",
+        "With a learned score the samplers are compared in the benchmark study, on all three "
+        "problems and both bundled nets, against reference posteriors: [which net and "
+        "sampler](which-net-and-sampler.md). With the U-Net every sampler lands within a few "
+        "per cent of the others' std ratio, and the gap that remains to the exact posterior is "
+        "the learned score's, not the sampler's; with the paper's RefineNet the "
+        "probability-flow ODE samplers (`heun`, `dpm-2m`) fail.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# fem.md: bench_fem.py and bench_threads.py
+
+def fem_row(r: dict) -> list:
+    """One grid's row of the FEM table (also the benchmark's progress line)."""
+    sk = ([f"{r['skfem']:.1f}", f"{r['speedup']:.1f}x", f"{r['maxdiff']:.1e}"]
+          if r.get("skfem") else ["n/a"] * 3)
+    return [r["N"], r["dofs"], f"{r['ours']:.1f}", f"{r['ours_batch']:.1f}", *sk]
+
+
+FEM_HEAD = ["N", "dofs", "ours (solves/s)", "ours, one batched call", "scikit-fem (solves/s)",
+            "speed-up", "max abs diff of u"]
+
+
+def _threads_rows(run: dict) -> dict[str, dict]:
+    return {r["key"]: r for r in run["rows"]}
+
+
+def fem_page(data: Path = DATA) -> str:
+    runs = read_runs(data / "fem.json")
+    last = runs[-1]
+    out = [
+        "# FEM solver speed: invdiff-elasticity vs scikit-fem",
+        "",
+        _generated("fem.json", "threads.json"),
+        "",
+        "How many fields per second the elasticity FEM turns into displacements, against "
+        "scikit-fem on the same problem. Both solve the canonical physics (N x N Q1 elements, "
+        f"top compression {last['compression']:g}) for the same {last['fields']} log-normal "
+        "fields: assembly + factorisation + solve per field, with everything that depends only "
+        "on the grid built once beforehand; \"ours, one batched call\" gives all fields to one "
+        f"call. Each rate is the best of {last['repeats']} repeats, the solvers timed in turn "
+        "within each repeat, so that a change of load hits them alike: compare the columns of "
+        "one row, not absolute rates across runs. Max abs diff: between the two nodal "
+        "displacements (both are the same discrete problem, so it is round-off).",
+        "",
+        *_provenance_list(last),
+        "",
+        *md_table(FEM_HEAD, [fem_row(r) for r in last["rows"]]),
+        "",
+    ]
+    if len(runs) > 1:
+        grids = list(dict.fromkeys(r["N"] for run in runs for r in run["rows"]))
+        machines = len({run["machine"].split(";")[0] for run in runs}) > 1
+        table = []
+        for i, run in enumerate(runs, 1):
+            by_n = {r["N"]: r for r in run["rows"] if r.get("skfem")}
+            table.append([i, run["date"], *([run["machine"]] if machines else [])]
+                         + [f"{by_n[g]['speedup']:.1f}x" if g in by_n else "" for g in grids])
+        out += ["The speed-up over scikit-fem in every run of the result file (the table above is "
+                "the last run; each run's command and machine are in the file):", "",
+                *md_table(["run", "measured", *(["machine"] if machines else [])]
+                          + [f"N = {g}" for g in grids], table), ""]
+    threads = read_runs(data / "threads.json")
+    out += [
+        "## Default environment, idle and loaded",
+        "",
+        "The solver runs each banded Cholesky on one BLAS thread "
+        "(`invdiff_elasticity.solvers.SOLVE_THREADS`), whatever `OPENBLAS_NUM_THREADS` says, "
+        "so the rates above need no thread variable: OpenBLAS's threads spin while they wait, "
+        "and with its default of one thread per core a solve is slower, most of all beside "
+        "other work. Measured by `benchmarks/bench_threads.py`: the time per operation in a "
+        "fresh process whose environment has no `*_NUM_THREADS` variables (what a user gets), "
+        "idle and beside one busy process (a pure-Python loop on one core), for an FEM solve "
+        "at N = 64 with and without the solver's thread limit, and a U-Net training step with "
+        "1 and 2 torch threads.",
+        "",
+    ]
+    for run in threads:
+        rows = _threads_rows(run)
+        out += [f"### {run['title']}", "", *_provenance_list(run), "",
+                *md_table(["workload", "setting", "idle (s)", "beside a busy process (s)",
+                            "loaded / idle"],
+                           [[r["workload"], r["setting"], f"{r['idle']:.3g}",
+                             f"{r['loaded']:.3g}", f"{r['loaded_over_idle']:.3g}"]
+                            for r in run["rows"]]), ""]
+        lim, dflt = rows.get("fem-limited"), rows.get("fem-default")
+        if lim and dflt:
+            out.append(f"Limiting the threads makes the solve "
+                       f"{_faster(dflt['idle'] / lim['idle'], 1)} idle and "
+                       f"{_faster(dflt['loaded'] / lim['loaded'], 1)} beside the busy process; "
+                       f"beside it the one-thread solve takes {lim['loaded_over_idle']:.3g}x "
+                       "its idle time.")
+        one, two = rows.get("train-1"), rows.get("train-2")
+        if one and two:
+            out.append(f"A training step with two torch threads is "
+                       f"{_faster(one['idle'] / two['idle'], 1)} than with one idle "
+                       f"({two['idle']:.2f} against {one['idle']:.2f} s) and "
+                       f"{_faster(one['loaded'] / two['loaded'], 1)} beside the busy process.")
+        out.append("")
+    out += [
+        "On a machine already carrying other jobs, the busy process takes a core the solve "
+        "would otherwise have had, and no thread setting wins that back; but spinning threads "
+        "make it worse. Two torch threads can be faster for a training step on an idle machine, "
+        "yet beside other work one thread is faster, and more so the busier the machine (the "
+        "measurement in [training](../training.md#thread-policy)): hence the one-thread "
+        "default (`threads = None` gives one per core; the policy: "
+        "[threads](../reliability.md#threads)).",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# simulate.md: bench_simulate.py
+
+SIMULATE_PROBLEMS = {  # key: (row label, name in a sentence)
+    "elasticity-32": ("elasticity FEM, N = 32 (circular inclusion, scipy banded Cholesky)",
+                      "the FEM at N = 32"),
+    "reference-32": ("reference (blur, n = 32)", "the reference problem"),
+}
+
+
+def _sig3(v: float) -> str:
+    """Three significant figures, thousands apart by a space: 9 220, 262, 1.72."""
+    v = float(f"{v:.3g}")
+    return f"{v:,.0f}".replace(",", " ") if v >= 100 else f"{v:g}"
+
+
+def simulate_page(data: Path = DATA) -> str:
+    runs = read_runs(data / "simulate.json")
+    out = [
+        "# Simulation throughput, 1 vs 2 worker processes",
+        "",
+        _generated("simulate.json"),
+        "",
+        "Pairs per second of `invdiff.simulate` with one and two worker processes "
+        "(`data.workers`), each worker on one thread, both worker counts measured side by side "
+        "in one run (mean time of a whole call, pool start-up included, after a warm-up "
+        "call). "
+        "Problems: the elasticity FEM at N = 32 (a few milliseconds per solve) and the "
+        "reference problem (a linear blur: one small matrix product per chunk).",
+        "",
+    ]
+    for run in runs:
+        out += [f"## {run['title']}", "", *_provenance_list(run), ""]
+        table, base, said = [], {}, []
+        for r in run["rows"]:
+            label, name = SIMULATE_PROBLEMS.get(r["problem"], (r["problem"], r["problem"]))
+            base.setdefault(r["problem"], r["mean_seconds"])
+            ratio = base[r["problem"]] / r["mean_seconds"]
+            table.append([label, r["pairs"], r["workers"], f"{r['mean_seconds']:.3f} s",
+                          _sig3(r["pairs_per_s"]),
+                          "1.00" if r["workers"] == 1 else f"{ratio:.2f}x"])
+            if r["workers"] > 1:
+                said.append(f"{name} ran {_faster(ratio)} with {r['workers']} workers")
+        out += [*md_table(["problem", "pairs", "workers", "mean time", "pairs / s", "ratio"],
+                           table), "",
+                f"In this run (mean of {run['rounds']} calls per row): " + "; ".join(said) + ".",
+                ""]
+    out += [
+        "A second worker pays off where a pair is expensive and a core is free for it: a FEM "
+        "solve is long against the cost of starting the pool and pickling each chunk, while "
+        "the reference problem's forward model costs less than that overhead; on a machine "
+        "whose cores are busy with other jobs, the second worker competes with them and the "
+        "overhead can outweigh the gain. The workers limit their BLAS threads to "
+        "one (threadpoolctl): with OpenBLAS's default of one spinning thread per core, two FEM "
+        "workers on two cores were many times slower than one.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# scale-out.md: bench_scale_out.py
+
+SCALE_OUT_MODES = {
+    "one": "1 process", "pool": "2 processes (local pool)",
+    "dask": "2 Dask workers (running LocalCluster)", "threads-1": "1 process, 1 thread",
+    "threads-2": "1 process, 2 threads", "ddp": "2 ranks (DDP, gloo), 1 thread each",
+}
+
+
+def _scale_out_rows(run: dict) -> tuple[list[list], dict]:
+    table, by = [], {}
+    for r in run["rows"]:
+        if r["work"] == "dask-start":
+            table.append(["start a Dask LocalCluster of 2 workers (imports included)",
+                          "2 Dask workers", f"{r['seconds']:.1f} s once", ""])
+            by["dask-start"] = r
+            continue
+        if r["work"] == "simulate":
+            work = f"simulate elasticity N = {r['grid']} ({r['pairs']} pairs)"
+            rate = f"{r['pairs_per_s']:.0f} pairs/s"
+        else:
+            work = f"train U-Net {r['grid']}x{r['grid']}, global batch {r['batch']}"
+            rate = f"{r['examples_per_s']:.1f} examples/s"
+        table.append([work, SCALE_OUT_MODES.get(r["mode"], r["mode"]), rate,
+                      f"{r['ratio']:.2f}x"])
+        by[(r["work"], r.get("grid"), r["mode"])] = r
+    return table, by
+
+
+def scale_out_page(data: Path = DATA) -> str:
+    run = read_runs(data / "scale-out.json")[-1]
+    table, by = _scale_out_rows(run)
+    grids = [r["grid"] for r in run["rows"] if r["work"] == "simulate" and r["mode"] == "one"]
+    train_grid = next(r["grid"] for r in run["rows"] if r["work"] == "train")
+
+    def ratio(work, grid, mode):
+        return by[(work, grid, mode)]["ratio"]
+
+    def sim(mode):
+        first, *rest = grids
+        return (f"{ratio('simulate', first, mode):.2f}x the rate of one process at N = {first}"
+                + "".join(f" and {ratio('simulate', g, mode):.2f}x at N = {g}" for g in rest))
+
+    def train(mode):  # from the rates: the stored ratios of a recorded run are rounded
+        rate = lambda m: by[("train", train_grid, m)]["examples_per_s"]  # noqa: E731
+        return rate(mode) / rate("threads-1")
+
+    out = [
+        "# Scale-out: 1 vs 2 processes on one machine",
+        "",
+        _generated("scale-out.json"),
+        "",
+        "What a second process gives on one machine, every row measured side by side in one "
+        "run: simulation with a process pool of 2 (`data.executor = \"local\"`, "
+        "`workers = 2`) and with a Dask LocalCluster of 2 single-threaded workers "
+        "(`executor = \"dask\"`), against one process; training of the demo's U-Net with two "
+        "DDP ranks (gloo, one thread each) and with one process on two threads, against one "
+        "process on one thread. When other jobs share the machine, a second process competes "
+        "for the same cores with them, so the ratios understate what two free cores give (a "
+        "run on a quiet machine: [simulate.md](simulate.md)). They are not a statement about "
+        "GPUs or clusters: this benchmark runs CPU processes only, and the CUDA/`nccl` path "
+        "is not timed here.",
+        "",
+        *_provenance_list(run),
+        "",
+        *md_table(["work", "processes", "throughput", "ratio to 1 process"], table),
+        "",
+        "Reading:",
+        "",
+        f"- **Training**: two DDP ranks with one thread each trained "
+        f"{_faster(train('ddp'))} than one process, while one process with two threads was "
+        f"{_faster(train('threads-2'), 1)} than with "
+        "one: on oversubscribed cores intra-op threads wait on each other, processes do not. "
+        "On CPU, scale training with ranks (each on the default `training.threads = 1`), not "
+        "with threads ([thread policy](../reliability.md#threads)). The benchmark sets each "
+        "case's threads itself (`torch.set_num_threads` in each process); its command line's "
+        "`OMP_NUM_THREADS=1` only keeps the parent process to one thread.",
+        f"- **Simulation**: the local pool of 2 reached {sim('pool')}: the longer a solve, "
+        "the smaller the share of the per-chunk overhead. Dask "
+        "moves every chunk through its scheduler and runs event-loop threads next to the work "
+        f"in each worker; it ran at {sim('dask')}. Dask's purpose is the cluster (many hosts, "
+        "a scheduler that survives workers), not two cores: on one machine prefer "
+        f"`executor = \"local\"`. Its start-up ({by['dask-start']['seconds']:.0f} s here, "
+        "mostly the workers importing torch and the plugins) is paid once per "
+        "`invdiff simulate`, so it matters for short runs only.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+#: generated pages of docs/results (besides which-net-and-sampler.md): name -> (renderer of
+#: the result-file folder, the result files it reads)
+PAGES: dict[str, tuple[Callable[[Path], str], tuple[str, ...]]] = {
+    "samplers.md": (samplers_page, ("samplers.json", "exact-sampler-floor.json")),
+    "fem.md": (fem_page, ("fem.json", "threads.json")),
+    "simulate.md": (simulate_page, ("simulate.json",)),
+    "scale-out.md": (scale_out_page, ("scale-out.json",)),
+}
+
+
+def render(name: str, data: Path = DATA) -> str:
+    """The text of the generated page ``name`` from the result files in ``data``."""
+    return PAGES[name][0](data)
+
+
 def update_plots_section(md: Path, names: list[str]) -> None:
     """Replace the ``## Plots`` section at the end of a study's results.md."""
     text = md.read_text()
@@ -312,27 +821,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--study", type=Path, default=STUDY, help="study folder with results.csv")
     ap.add_argument("--peer", type=Path, default=PEER,
                     help="study folder whose results.csv holds the peer's rows ('' for none)")
-    ap.add_argument("--out", type=Path, default=PAGE)
+    ap.add_argument("--out", type=Path, default=PAGE, help="where which-net-and-sampler.md goes")
+    ap.add_argument("--data", type=Path, default=DATA,
+                    help="folder of the benchmarks' result files (JSON)")
+    ap.add_argument("--pages", type=Path, default=RESULTS,
+                    help="folder of the pages made from them")
+    ap.add_argument("--page", action="append", choices=[PAGE.name, *PAGES], metavar="NAME",
+                    help="only this page (repeatable; default: all of them)")
     ap.add_argument("--check", action="store_true",
-                    help="write nothing; exit 1 if the page differs from the results")
+                    help="write nothing; exit 1 if a page differs from its result files")
     ap.add_argument("--figures", type=Path, nargs="*", default=None, metavar="DIR",
-                    help="redraw these studies' figures from their files (instead of the page)")
+                    help="redraw these studies' figures from their files (instead of the pages)")
     args = ap.parse_args(argv)
     if args.figures is not None:
         for folder in args.figures:
             print(folder, ":", ", ".join(redraw(folder.resolve())))
         return 0
     peer = args.peer.resolve() if str(args.peer) not in ("", ".") else None
-    text = page(args.study.resolve(), peer)
-    if args.check:
-        if not args.out.exists() or args.out.read_text() != text:
-            print(f"{args.out} is not up to date with {args.study}/results.csv: run "
+    jobs = {PAGE.name: (args.out, lambda: page(args.study.resolve(), peer),
+                        f"{args.study}/results.csv")}
+    for name, (_, files) in PAGES.items():
+        jobs[name] = (args.pages / name, lambda name=name: render(name, args.data),
+                      ", ".join(str(args.data / f) for f in files))
+    stale = 0
+    for name in args.page or jobs:
+        out, make, sources = jobs[name]
+        text = make()
+        if not args.check:
+            out.write_text(text)
+            print(f"wrote {out}")
+        elif not out.exists() or out.read_text() != text:
+            print(f"{out} is not up to date with {sources}: run "
                   "python benchmarks/results_pages.py", file=sys.stderr)
-            return 1
-        return 0
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
-    return 0
+            stale += 1
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
