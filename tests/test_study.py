@@ -147,11 +147,14 @@ def test_presets_load_and_share_one_schema(name):
 
 def test_a_preset_extends_another_and_keeps_its_own_runs(tmp_path):
     """``extends`` merges a preset's tables into its base's; the run folders are not shared.
-    ``cpu-paper`` is ``cpu`` with the published NCSN recipe for every net and problem."""
+    ``cpu-paper`` is ``cpu`` with the published NCSN recipe for every net and problem, and
+    the paper's RefineNet."""
     cpu, paper = load_preset("cpu"), load_preset("cpu-paper")
     assert paper.runs == "runs/study/cpu-paper" != cpu.runs
-    assert (paper.nets, paper.samplers, paper.n_samples) == (cpu.nets, cpu.samplers,
-                                                             cpu.n_samples)
+    assert (paper.samplers, paper.n_samples) == (cpu.samplers, cpu.n_samples)
+    assert paper.nets["unet"] == cpu.nets["unet"]
+    assert paper.nets["refinenet"].params == {**cpu.nets["refinenet"].params,
+                                              "noise_conditional": False, "output": "ncsn"}
     for problem, spec in cpu.problems.items():
         for net in cpu.nets:
             a = cpu.experiment(problem, spec.noise_levels[0], net).training
@@ -233,11 +236,19 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     expected = {(p, n, s, a, b) for p in preset.problems for (a, b) in preset.cells(p)
                 for n in preset.nets for s in preset.samplers}
     assert cells == expected and len(expected) == 2 * (4 + 16 + 4)
-    # measurements with gaps: the reference problem's diagonal cells again per scenario
-    gaps = {(r["net"], r["sampler"], r["missing"]) for r in rows if r["missing"] != "none"}
-    assert gaps == {(n, s, m) for n in preset.nets for s in preset.samplers
+    # measurements with gaps: every problem's diagonal cells again per scenario, each against
+    # its reference given the measured entries, with finite numbers
+    gap_rows = [r for r in rows if r["missing"] != "none"]
+    gaps = {(r["problem"], r["net"], r["sampler"], float(r["noise_train"]),
+             float(r["noise_test"]), r["missing"]) for r in gap_rows}
+    assert gaps == {(p, n, s, lv, lv, m) for p, spec in preset.problems.items()
+                    for lv in spec.noise_levels for n in preset.nets for s in preset.samplers
                     for m in ("random-0.3", "block-0.25")}
-    assert all(r["problem"] == "reference" for r in rows if r["missing"] != "none")
+    assert {r["problem"] for r in gap_rows} == {"reference", "elasticity", "oce"}
+    for r in gap_rows:
+        assert all(math.isfinite(float(r[k])) for k in ("rmse_truth", "rmse_ref", "std_ratio",
+                                                        "coverage_90"))
+        assert float(r["std_ratio"]) > 0 and int(r["n_ref"]) >= 1
     for r in rows:
         assert 0 <= float(r["coverage_90"]) <= 1 and float(r["seconds"]) > 0
         if not r.get("peer"):  # the memorisation check of every invdiff cell (not the peers)
@@ -246,6 +257,7 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     by_ref = {r["problem"]: r["reference"] for r in rows}
     assert by_ref == {"reference": "linear-gaussian", "elasticity": "inclusion-mcmc",
                       "oce": "spheroid-mcmc"}
+    assert {r["problem"]: r["reference"] for r in gap_rows} == by_ref
 
     # held-out measurements carry noise at the TEST level: exact for the absolute-std reference
     smoke = preset.model_copy(update={"runs": str(runs)})
@@ -270,6 +282,9 @@ def test_smoke_study_end_to_end_and_resume(tmp_path):
     assert mc.kind == "spheroid-mcmc" and mc.std is not None
     assert mc.mean.shape[1:] == oce.x.shape[1:] and mc.info["sampled"]
     assert float(mc.std[..., :2, :].abs().max()) == 0 and float(mc.std.max()) > 0
+    hole = held_out_set(smoke, "oce", 300.0, "block-0.25")  # a 4 x 4 block of wrapped phase
+    assert torch.equal(hole.x, oce.x) and int(torch.isnan(hole.y[0]).sum()) == 16
+    assert not torch.equal(problem_reference(smoke, hole).mean, mc.mean)  # its own chains
     alg = reference_on(ComponentSpec(name="oce-algebraic"), oce.components, oce.y)
     assert alg.std is None and alg.mean.shape == oce.x.shape
 
