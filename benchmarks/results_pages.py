@@ -620,7 +620,7 @@ def fem_page(data: Path = DATA) -> str:
         "would otherwise have had, and no thread setting wins that back; but spinning threads "
         "make it worse. Two torch threads can be faster for a training step on an idle machine, "
         "yet beside other work one thread is faster, and more so the busier the machine (the "
-        "measurement in [training](../training.md#thread-policy)): hence the one-thread "
+        "measurement of `benchmarks/bench_threads.py` below): hence the one-thread "
         "default (`threads = None` gives one per core; the policy: "
         "[threads](../reliability.md#threads)).",
         "",
