@@ -355,7 +355,15 @@ def test_one_problem_of_the_smoke_study_and_its_resume(tmp_path):
     m = exact_posterior(*h.components).mean(h.y.double()).float()
     err = float((m.double() - h.x.double()).square().mean().sqrt())
     assert float(rows[0]["ref_rmse_truth"]) == pytest.approx(err, rel=1e-6)
+    # each sampler's spread calibration, kept beside the checkpoint: the calibrated spread is
+    # the raw one times the fitted factor, the mean (so the RMSE) is shared
     ckpt = runs / "reference" / "noise-0.0234" / "unet" / "checkpoints" / "final.pt"
+    for r in rows:
+        c = float(r["calibration_scale"])
+        assert (ckpt.parent / f"calibration-{r['sampler']}.json").is_file()
+        assert float(r["std_ratio"]) == pytest.approx(c * float(r["raw_std_ratio"]), rel=1e-4)
+        assert int(r["calibration_pairs"]) == load_preset("smoke").calibration_pairs
+    assert "Spread calibration: raw and calibrated" in (out / "results.md").read_text()
     stamp = ckpt.stat().st_mtime_ns
     study("smoke", **kw)
     again = [r for r in _rows(out / "results.csv") if r["missing"] == "none"]

@@ -168,6 +168,7 @@ def markdown(result: StudyResult, preset_name: str, command: str, header: Sequen
         "measurements make it coarse).", "",
         md_table(_calibration_rows(result), ("cell", "sbc_chi2_p", "sbc_ks", "tarp_dev",
                                              "coverage")), "",
+        *uncertain_part(rows),
         "## Cost: amortized sampling against the MCMC reference", "",
         "`break_even`: measurements after which training + sampling is cheaper than MCMC.", "",
         md_table(cost_rows(rows), ("problem", "net", "sampler", "noise_test", "seconds",
@@ -181,6 +182,39 @@ def markdown(result: StudyResult, preset_name: str, command: str, header: Sequen
         parts += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]
     parts += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
     return "\n".join(parts)
+
+
+#: the uncertain-pixel and spread-calibration columns: raw_* before the calibration
+UNCERTAIN_COLUMNS = ("problem", "net", "sampler", "noise_test", "uncertain_fraction",
+                     "coverage_90", "coverage_90_uncertain", "coverage_90_uncertain_ref",
+                     "crps_uncertain", "energy_score")
+CALIBRATED_COLUMNS = ("problem", "net", "sampler", "noise_test", "calibration_scale",
+                      "raw_std_ratio", "std_ratio", "raw_coverage_90_uncertain",
+                      "coverage_90_uncertain", "raw_coverage_90_uncertain_ref",
+                      "coverage_90_uncertain_ref", "raw_crps", "crps")
+
+
+def uncertain_part(rows: list[dict[str, Any]]) -> list[str]:
+    """Coverage where the posterior is uncertain, proper scores, and, for cells with a spread
+    calibration, raw and calibrated side by side."""
+    diag = [r for r in _diagonal(rows) if not r.get("peer")]
+    calibrated = [r for r in diag if r.get("calibration_scale") is not None]
+    part = ["## Coverage where it matters, proper scores", "",
+            "Pooled coverage counts a certain background, which any width covers; "
+            "`coverage_90_uncertain` counts only the pixels where the posterior's std is above "
+            "a tenth of the field's largest (`uncertain_fraction` of them), "
+            "`coverage_90_uncertain_ref` those the reference finds uncertain. `crps_uncertain` "
+            "(per pixel) and `energy_score` (per field) are proper scoring rules: lower is "
+            "better, and widening a posterior cannot improve them.", "",
+            md_table(diag, UNCERTAIN_COLUMNS), ""]
+    if calibrated:
+        part += ["## Spread calibration: raw and calibrated", "",
+                 "Each model's spread is calibrated per sampler on validation pairs it never "
+                 "trained on (`calibration_scale` c: samples move to mean + c (x - mean), c "
+                 "fitted by CRPS on the uncertain pixels; docs/calibration.md). The cells above "
+                 "report the calibrated posterior; `raw_*` is the same number before it.", "",
+                 md_table(calibrated, CALIBRATED_COLUMNS), ""]
+    return part
 
 
 def _calibration_rows(result: StudyResult) -> list[dict[str, Any]]:
