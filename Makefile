@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[test,dask,tensorboard,docs]" $(addprefix -e ,$(PLUGINS))
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[test,dask,tensorboard,docs,peers]" $(addprefix -e ,$(PLUGINS))
 	touch $@
 
 test: install  ## the default test run (fast; slow end-to-end tests excluded)
