@@ -173,7 +173,9 @@ def cell_key(preset: Preset, sampler: str, h: HeldOut, exp: Experiment, ema: boo
     if h.missing != "none":  # complete cells keep the keys they always had
         spec["missing"] = h.missing
     if preset.calibration_pairs:  # so do uncalibrated ones
-        spec["calibration_pairs"] = preset.calibration_pairs
+        from invdiff.evaluation.recalibration import CALIBRATION_RULE
+
+        spec["calibration"] = [preset.calibration_pairs, CALIBRATION_RULE]
     return fingerprint(spec, length=12)
 
 
