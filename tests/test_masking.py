@@ -428,9 +428,12 @@ def test_registered_mcmc_references_condition_on_the_measured_entries():
     mcmc = invdiff.create("reference", "spheroid-mcmc", n_ref=1)
     lk = mcmc.parameter_posterior(sph, oce, phase_noise, phase[0], None).log_likelihood
     lk_hole = mcmc.parameter_posterior(sph, oce, phase_noise, hole[0], None).log_likelihood
-    assert len(mcmc._tables) == 1  # the table is shared, built once
+    table = lk.table  # built once, shared by the chains and by other references of the noise
+    assert len(mcmc._tables) == 1 and lk_hole.table is table
+    other = invdiff.create("reference", "spheroid-mcmc", n_ref=2)
+    assert other.parameter_posterior(sph, oce, phase_noise, hole[0], None).log_likelihood.table \
+        is table
     phi = oce(xs)
-    table = lk.table
     per_pixel = table.log_prob(wrap(phase.double() - phi)[:, 0], phase_noise.phase_ramp(phi)[:, 0])
     seen = ~torch.isnan(hole[0, 0])
     assert int((~seen).sum()) == 16  # a 4 x 4 block of the 8 x 8 field

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
@@ -33,6 +34,22 @@ from invdiff_oce.forward import OCEPhaseForward
 from invdiff_oce.likelihood import OCELikelihood, PhaseErrorTable
 from invdiff_oce.noise import OCEPhaseNoise
 from invdiff_oce.spheroid import NAMES, TumourSpheroidPrior
+
+#: the likelihood tables built in this process, by noise-model settings and image height: every
+#: reference of the same noise (a study's held-out sets, complete and with gaps) shares one
+_TABLES: dict[tuple[Any, str, int], PhaseErrorTable] = {}
+_MAX_TABLES = 4  # a few MB each
+
+
+def phase_error_table(noise: OCEPhaseNoise, height: int) -> PhaseErrorTable:
+    """The :class:`PhaseErrorTable` of ``noise``'s settings for ``height`` rows, built once per
+    process (seconds) and shared by every reference that asks for the same settings."""
+    key = (type(noise), repr(sorted(vars(noise).items())), int(height))
+    if key not in _TABLES:
+        while len(_TABLES) >= _MAX_TABLES:
+            _TABLES.pop(next(iter(_TABLES)))
+        _TABLES[key] = PhaseErrorTable(noise, int(height))
+    return _TABLES[key]
 
 
 def orientation_period(prior: TumourSpheroidPrior) -> dict[int, float]:
@@ -87,9 +104,10 @@ class SpheroidMCMCReference(ParameterMCMCReference):
     def parameter_posterior(self, prior: Any, forward_model: Any, noise_model: Any,
                             y: torch.Tensor, y_clean: torch.Tensor | None
                             ) -> ParameterPosterior:
-        # one table per noise model, built by the first chain that needs it (seconds)
-        table = self._tables.setdefault(id(noise_model),
-                                        PhaseErrorTable.lazy(noise_model, y.shape[-2]))
+        # one table per noise model, built by the first chain that needs it (seconds) and
+        # shared with the other references of the same settings (phase_error_table)
+        table = self._tables.setdefault(
+            id(noise_model), functools.partial(phase_error_table, noise_model, y.shape[-2]))
         return spheroid_posterior(y, prior, forward_model, noise_model, table())
 
 
