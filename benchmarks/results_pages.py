@@ -11,8 +11,8 @@ Every page named in :data:`PAGES` is written from result files alone; ``make doc
   it?" from a study's ``results.csv`` (default: the ``cpu`` study with the current training
   defaults, ``docs/results/study/cpu-defaults``): per problem and noise level, every net and
   sampler with its std ratio to the reference posterior, 90% coverage, score evaluations,
-  sampling seconds per measurement and std-field correlation; the sbi peer's row from another
-  study's ``results.csv`` beside them where it has one (``--peer``); and a recommendation
+  sampling seconds per measurement and std-field correlation; the peer methods' rows (sbi,
+  BayesFlow) from another study's ``results.csv`` beside them (``--peer``); and a recommendation
   computed from the numbers by the rule the page states (:func:`recommend`).
 * ``samplers.md``, ``fem.md``, ``simulate.md`` and ``scale-out.md`` are written from the JSON
   result files in ``docs/results/data/`` that their benchmarks write (``bench_samplers.py``
@@ -48,14 +48,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 STUDY = RESULTS / "study" / "cpu-defaults"
-PEER = RESULTS / "study" / "cpu"
+PEER = RESULTS / "study" / "peers-cpu"
 PAGE = RESULTS / "which-net-and-sampler.md"
 DATA = RESULTS / "data"
 
 COVERAGE = (0.85, 0.97)  # a 90% interval counts as calibrated when it covers this share
 MAX_STD_RATIO = 2.0      # usable: at most twice as wide as the reference posterior ...
 MIN_STD_CORR = 0.5       # ... with its uncertainty in the right places
-PEER_NETS = ("sbi-npse-mlp",)
+#: the peer methods' rows (net name -> what it is): invdiff study --peers-only
+PEER_NETS = {
+    "sbi-npse-mlp": "sbi's neural posterior score estimation (MLP score)",
+    "bayesflow-fm-unet": "BayesFlow's flow matching with its U-Net",
+    "bayesflow-fm-mlp": "BayesFlow's flow matching with its MLP",
+}
 
 PROBLEMS = {
     "reference": "Linear-Gaussian reference problem (exact posterior known)",
@@ -261,10 +266,11 @@ def page(study: Path = STUDY, peer: Path | None = PEER) -> str:
                 out += [f"### {_noise(cells[0])}", ""]
             out += _table(cells + peer_rows)
             if peer_rows:
-                out += ["", f"The `{peer_rows[0]['net']}` row is the peer method, sbi's neural "
-                        "posterior score estimation, trained on the same simulated pairs "
-                        f"(from [`{rel(peer)}`]({rel(peer)}/results.md); the training "
-                        "defaults of invdiff do not apply to it)."]
+                what = "; ".join(f"`{r['net']}`: {PEER_NETS[r['net']]}" for r in peer_rows)
+                out += ["", f"Peer methods, trained on the same simulated pairs and sampled on "
+                        f"the same measurements ({what}; from [`{rel(peer)}`]"
+                        f"({rel(peer)}/results.md), where their settings are; the training "
+                        "defaults of invdiff do not apply to them)."]
             closest, fastest = recommend(cells)
             bad = [r for r in cells if not usable(r) and r["net"] not in PEER_NETS]
             out.append("")
