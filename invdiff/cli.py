@@ -247,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("study", help="benchmark study: problems x nets x samplers against "
                                       "reference posteriors (resumable)")
-    sp.add_argument("preset", help="a shipped preset (smoke, cpu, cpu-paper, gpu, gpu-short) "
-                    "or a preset TOML file")
+    sp.add_argument("preset", help="a shipped preset (smoke, cpu, cpu-paper, cpu-gaps, gpu, "
+                    "gpu-short) or a preset TOML file")
     sp.add_argument("--out", help="results folder (default: the preset's, else RUNS/results)")
     sp.add_argument("--runs", help="folder of data, checkpoints and cached cells (reruns resume)")
     sp.add_argument("--only", nargs="+", metavar="PROBLEM", help="run only these problems")

@@ -208,7 +208,8 @@ def test_bad_preset_is_named(tmp_path, old, new, message):
 
 
 def test_unknown_problem_and_preset_are_named(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="known presets: cpu, cpu-paper, gpu, gpu-short, smoke"):
+    known = "known presets: cpu, cpu-gaps, cpu-paper, gpu, gpu-short, smoke"
+    with pytest.raises(ConfigError, match=known):
         load_preset("nonesuch")
     with pytest.raises(ConfigError, match="no study preset file at"):
         load_preset(tmp_path / "missing.toml")
@@ -416,3 +417,16 @@ def test_the_objective_axis_trains_each_net_with_each_objective(tmp_path):
     run = tmp_path / "runs" / "reference" / "noise-0.0234"
     assert (run / "unet" / "checkpoints" / "final.pt").is_file()
     assert (run / "unet+flow-matching" / "checkpoints" / "final.pt").is_file()
+
+
+def test_cpu_gaps_is_cpu_with_masked_models_and_gappy_measurements():
+    """Measurements with gaps have their own preset: masking costs accuracy on complete
+    measurements, so the headline `cpu` study keeps unmasked models."""
+    cpu, gaps = load_preset("cpu"), load_preset("cpu-gaps")
+    assert gaps.runs != cpu.runs and gaps.nets == cpu.nets and gaps.samplers == cpu.samplers
+    for problem, spec in cpu.problems.items():
+        level = spec.noise_levels[0]
+        assert spec.missing == [] and gaps.problems[problem].missing == ["random-0.3",
+                                                                         "block-0.25"]
+        assert not cpu.experiment(problem, level, "unet").training.masking
+        assert gaps.experiment(problem, level, "unet").training.masking

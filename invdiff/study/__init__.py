@@ -2,11 +2,11 @@
 
 Run from a preset (``invdiff study smoke``, or :func:`study` in Python). Modules by role:
 
-* ``preset``: the TOML presets (shipped: ``smoke``, ``cpu``, ``cpu-paper``, ``gpu``,
+* ``preset``: the TOML presets (shipped: ``smoke``, ``cpu``, ``cpu-paper``, ``cpu-gaps``, ``gpu``,
   ``gpu-short``);
 * ``runner``: train once per (problem, noise level, net), score every cell through the run
   layer's :func:`~invdiff.evaluation.score.sample_and_score`, cache the cells;
-* ``peer``: sbi's NPSE on the same simulations (optional);
+* ``peer``: peer methods (sbi NPSE, BayesFlow) on the same simulations (optional);
 * ``report`` and ``plots``: ``results.csv``, ``results.md``, ``calibration.json``, PNGs;
 * ``driver``: all of it in one call, :func:`study`.
 

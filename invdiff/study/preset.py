@@ -324,8 +324,8 @@ def _preset_key(name_or_path: str | Path, source: str) -> str:
 
 
 def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) -> Preset:
-    """A shipped preset by name (``smoke``, ``cpu``, ``cpu-paper``, ``gpu``, ``gpu-short``) or a
-    TOML file (``extends`` resolved, :func:`read_preset_data`), with
+    """A shipped preset by name (``smoke``, ``cpu``, ``cpu-paper``, ``cpu-gaps``, ``gpu``,
+    ``gpu-short``) or a TOML file (``extends`` resolved, :func:`read_preset_data`), with
     ``overrides`` (``KEY=VALUE``, see :func:`apply_overrides`) applied; components, sampler
     parameters and reference names are checked; :func:`check_fits` checks that each reference
     fits its problem (it builds the problems, which can take a while at large sizes)."""
