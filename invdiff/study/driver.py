@@ -72,10 +72,11 @@ def study(
             peer_notes = run_peers(preset, problems, result, log)
     own = ", ".join(f"{p}: {preset.samples_for(p)}" for p in problems
                     if preset.samples_for(p) != preset.n_samples)
-    header = [f"Problems: {', '.join(problems)}; runs (net+objective): "
-              f"{', '.join(preset.runs_of())}; samplers: "
-              f"{', '.join(preset.samplers)}; {preset.n_samples} samples per measurement"
-              f"{f' ({own})' if own else ''}.",
+    matrix = (f"peers only (no cSDM trained): {', '.join(preset.peer.peers)}" if peers_only
+              else f"runs (net+objective): {', '.join(preset.runs_of())}; samplers: "
+                   f"{', '.join(preset.samplers)}")
+    header = [f"Problems: {', '.join(problems)}; {matrix}; {preset.n_samples} samples per "
+              f"measurement{f' ({own})' if own else ''}.",
               f"Device `{preset.device}`, torch {torch.__version__}, {preset.threads or 'default'}"
               f" torch threads, {platform.machine()} with {_cpus()} CPUs; wall time "
               f"{(time.perf_counter() - start) / 60:.1f} min (resumed parts are not re-timed)."]
