@@ -111,7 +111,7 @@ class PeerSpec(Section):
     @model_validator(mode="before")
     @classmethod
     def _tables_and_older_keys(cls, data: Any) -> Any:
-        from .peer import PEERS
+        from .peer.catalog import PEERS
 
         if not isinstance(data, dict):
             return data
@@ -133,7 +133,7 @@ class PeerSpec(Section):
 
     @model_validator(mode="after")
     def _known_peers_and_settings(self) -> PeerSpec:
-        from .peer import PEERS
+        from .peer.catalog import PEERS
 
         unknown = [n for n in [*self.peers, *self.settings] if n not in PEERS]
         if unknown:
@@ -145,7 +145,7 @@ class PeerSpec(Section):
 
     def params(self, name: str) -> Any:
         """The validated settings of peer ``name`` (its defaults where the preset is silent)."""
-        from .peer import PEERS
+        from .peer.catalog import PEERS
 
         return PEERS[name].params.model_validate(self.settings.get(name, {}))
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import torch
-from pydantic import BaseModel
+from . import catalog, flow, npse  # noqa: F401 - catalog registers the shipped peers
+from .base import PEERS, Peer, PeerOutput, PeerTask, register_peer
 
-from . import flow, npse
+__all__ = ["PEERS", "Peer", "PeerOutput", "PeerTask", "peer_title", "register_peer",
+           "run_peers", "sbi_available"]
 
 if TYPE_CHECKING:
     from ..preset import Preset
@@ -39,67 +39,6 @@ if TYPE_CHECKING:
 #: the version of the peer cell rule: a cached peer cell's numbers depend on it
 PEER_RULE = "peer/1"
 
-
-@dataclass
-class PeerTask:
-    """What a peer gets: training pairs and held-out measurements ``(N, C, H, W)`` in physical
-    units (float32, on the CPU), and how to sample."""
-
-    problem: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    y: torch.Tensor
-    n_samples: int
-    seed: int
-    device: str
-    params: Any  # the peer's validated settings (its ``params`` model)
-
-
-@dataclass
-class PeerOutput:
-    """What a peer returns: ``samples (M, n_samples, C, H, W)`` of the held-out measurements,
-    network evaluations per sample (None where unknown), training and sampling seconds (all
-    measurements), the net and sampler names of its row, a description of the method and its
-    settings (the same on every problem) and what differs per problem (``detail``: pairs,
-    epochs)."""
-
-    samples: torch.Tensor
-    nfe: int | None
-    train_seconds: float
-    seconds: float
-    net: str
-    sampler: str
-    description: str
-    detail: str = ""
-    train_steps: int | None = None
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A peer method: ``run`` trains and samples; ``available`` says why it cannot (None when
-    it can); ``version`` names its library's version (part of the cache key)."""
-
-    name: str
-    label: str
-    params: type[BaseModel]
-    available: Callable[[], str | None]
-    run: Callable[[PeerTask], PeerOutput]
-    version: Callable[[], str] = field(default=lambda: "")
-
-
-PEERS: dict[str, Peer] = {}
-
-
-def register_peer(peer: Peer) -> Peer:
-    """Add ``peer`` to :data:`PEERS` (a preset names it in ``[peer] peers``)."""
-    PEERS[peer.name] = peer
-    return peer
-
-
-register_peer(Peer("sbi-npse", "sbi NPSE", npse.NPSEParams, npse.available, npse.run,
-                   npse.version))
-register_peer(Peer("bayesflow-fm", "BayesFlow flow matching", flow.FlowParams, flow.available,
-                   flow.run, flow.version))
 
 sbi_available = npse.available  # kept: the name tests and older code import
 

@@ -107,7 +107,7 @@ def run(task: Any) -> Any:
     """Train flow matching on the task's pairs, sample its held-out measurements."""
     import torch
 
-    from . import PeerOutput
+    from .base import PeerOutput
 
     keras, bf = _import()
     p: FlowParams = task.params

@@ -68,7 +68,7 @@ def run(task: Any) -> Any:
     import torch
     from sbi.inference import NPSE
 
-    from . import PeerOutput
+    from .base import PeerOutput
 
     p: NPSEParams = task.params
     torch.manual_seed(task.seed)
