@@ -149,6 +149,16 @@ def _range(values: list[float], fmt=lambda v: f"{v:.3g}") -> str:
     return lo if lo == hi else f"{lo}-{hi}"
 
 
+def _refinenet_defaults() -> str:
+    """The std-ratio range of the RefineNet with the plugin's defaults on the reference
+    problem, over the seeds' result files of ``study/cpu-refinenet-default-reference``."""
+    folder = RESULTS / "study" / "cpu-refinenet-default-reference"
+    values = [_float(r["std_ratio"]) for f in sorted(folder.glob("results*.csv"))
+              for r in csv.DictReader(open(f, newline=""))]
+    values = [v for v in values if v is not None]
+    return _range(values, _ratio) if values else "(not measured)"
+
+
 def _table(rows: list[dict]) -> list[str]:
     lines = ["| net | sampler | std ratio | 90% coverage | std corr | RMSE to reference mean "
              "| network calls per sample | seconds per measurement | verdict |",
@@ -218,10 +228,15 @@ def page(study: Path = STUDY, peer: Path | None = PEER) -> str:
                        f"by sampler over all problems: {spans}.")
     out += summary
     out += ["",
-            "The `refinenet` cells are the cSDM paper's RefineNet as the `cpu` preset builds it "
-            "(width 8, `output = \"ncsn\"`, norms not conditioned on the noise level); the "
-            "variant of it that uses the measurement is described in "
-            "[networks](../networks.md#does-the-net-use-y-benchmarksy_sensitivitypy).",
+            "The `refinenet` cells of this run are the cSDM paper's RefineNet (width 8, "
+            "`output = \"ncsn\"`, norms not conditioned on the noise level), which the "
+            "`cpu-paper` preset keeps. The `refinenet` plugin's defaults are now the variant "
+            "that uses the measurement (noise-conditional norms, EDM output; "
+            "[networks](../networks.md#does-the-net-use-y-benchmarksy_sensitivitypy)): on the "
+            f"reference problem it reaches std ratio {_refinenet_defaults()} with "
+            "predictor-corrector and heun over two training seeds "
+            "([study/cpu-refinenet-default-reference](study/cpu-refinenet-default-reference/"
+            "README.md)).",
             "", "Per problem, the recommended cell (the rule is at the end of this page):", ""]
     for problem, prs in by_problem.items():
         for level in dict.fromkeys(r["noise_test"] for r in prs):
