@@ -430,3 +430,15 @@ def test_cpu_gaps_is_cpu_with_masked_models_and_gappy_measurements():
                                                                          "block-0.25"]
         assert not cpu.experiment(problem, level, "unet").training.masking
         assert gaps.experiment(problem, level, "unet").training.masking
+
+
+def test_a_study_of_flow_matching_alone_simulates_its_data_as_score_matching_would():
+    """objectives = {flow-matching} only: no run is named by the plain net, yet the data of a
+    level are those of the score-matching study (the objective does not change them)."""
+    plain = load_preset("smoke")
+    flow = load_preset("smoke", ["objectives={ flow-matching = {} }"])
+    assert flow.runs_of() == ["unet+flow-matching", "refinenet+flow-matching"]
+    a, b = plain.experiment("reference", 0.0234), flow.experiment("reference", 0.0234)
+    assert a.model_dump() == b.model_dump()
+    assert flow.experiment("reference", 0.0234, "unet+flow-matching").training.objective == (
+        "flow-matching")

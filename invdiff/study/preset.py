@@ -229,10 +229,12 @@ class Preset(Section):
         spec = self.problems[problem]
         data = copy.deepcopy(self.base)
         deep_update(data, copy.deepcopy(spec.experiment))
-        net_name, objective = self.split_run(net or next(iter(self.nets)))
+        net_name, objective = self.split_run(net or self.runs_of()[0])
         data["net"] = self.nets[net_name].model_dump()
         data.setdefault("training", {})["device"] = self.device
-        if objective != "dsm":  # the dsm runs' configs stay as they were
+        # the dsm runs' configs stay as they were; the data config is one of them (the
+        # objective does not change the simulated data)
+        if objective != "dsm" and net is not None:
             data["training"].update(objective=objective,
                                     objective_params=dict(self.objectives[objective]))
         data.setdefault("name", f"{self.name}-{problem}-{noise:g}-{net or net_name}")
