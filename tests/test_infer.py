@@ -233,3 +233,10 @@ def test_a_run_keeps_its_spread_calibration_and_infer_applies_it(run_dir, measur
     other = invdiff.infer(model, test.y[:2], n=6, checks=False)
     assert other.report["calibration"] is None
     assert "other settings" in other.report["calibration_note"]
+
+
+def test_infer_names_a_calibration_it_cannot_use(run_dir, measurements):
+    test, _ = measurements
+    model = invdiff.load_model(run_dir)
+    with pytest.raises(invdiff.ConfigError, match="calibration='yes'.*stored"):
+        invdiff.infer(model, test.y[:1], checks=False, calibration="yes")

@@ -138,8 +138,7 @@ def infer(model: Any, y: Any, *, n: int | None = None, sampler: str | None = Non
     y = check_measurements(y, tuple(model.y_shape), masking=bool(getattr(model, "masking",
                                                                           False)))
     s = parts.cfg.sampling
-    cal, cal_note = (stored_calibration(model, parts) if calibration == "stored" else
-                     (calibration, "given by the caller" if calibration else "not asked for"))
+    cal, cal_note = _calibration(model, parts, calibration)
     scored = sample_and_score(model, y, seed=s.seed, sampler=parts.sampler, n=s.n_samples,
                               threads=s.threads, calibration=cal or None)
     if scored is None:
@@ -156,6 +155,20 @@ def infer(model: Any, y: Any, *, n: int | None = None, sampler: str | None = Non
     if checks:
         _check(result, parts, model, y, alpha, ppc_draws, replicates)
     return result
+
+
+def _calibration(model: Any, parts: ExperimentParts, calibration: Any) -> tuple[Any, str]:
+    """The calibration :func:`infer` applies, and a note for the report."""
+    from invdiff.evaluation.recalibration import Calibration
+
+    if isinstance(calibration, str) and calibration == "stored":
+        return stored_calibration(model, parts)
+    if calibration is None:
+        return None, "not asked for"
+    if isinstance(calibration, Calibration):
+        return calibration, "given by the caller"
+    raise ConfigError(f"calibration={calibration!r}: give 'stored' (the one kept beside the "
+                      f"checkpoint), None (the raw posterior) or an invdiff.Calibration")
 
 
 def stored_calibration(model: Any, parts: ExperimentParts) -> tuple[Any, str]:
