@@ -19,7 +19,6 @@ from invdiff.testing.scorenet import (
     learned_error_ratios,
 )
 
-
 #: the paper's net (cSDM): unconditional norms, output F / sigma
 PAPER = {"noise_conditional": False, "output": "ncsn"}
 
