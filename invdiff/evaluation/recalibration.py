@@ -17,8 +17,8 @@ forward model and noise), the calibrated posterior's expected CRPS on the uncert
 no worse than the raw one's, except with a small probability (about 2%, the one-sided bound's)
 that the pairs' noise alone moved c, and its coverage is what it reached on the pairs. What it
 cannot do: add information the net did not extract (the mean is unchanged, so a wide posterior
-around a poor mean stays wide), fix a noise model that does not describe the real noise, or rescue a
-measurement unlike the training data (see ``invdiff infer``'s out-of-distribution verdict).
+around a poor mean stays wide), fix a noise model that does not describe the real noise, or
+rescue a measurement unlike the training data (see ``invdiff infer``'s out-of-distribution verdict).
 
 Runs keep a calibration beside their checkpoint, one file per sampler
 (``checkpoints/calibration-SAMPLER.json``, :func:`calibration_path`): it records what it was
@@ -40,13 +40,14 @@ import torch
 from invdiff.errors import DataError
 from invdiff.params import DEFAULT_SAMPLER, DEFAULT_THREADS
 
-__all__ = ["Calibration", "calibrate", "calibration_path", "fit_scale", "fitted_for", "load_or_fit",
-           "GRID",
-           "GUARANTEE"]
+__all__ = ["Calibration", "calibrate", "calibration_path", "fit_scale", "fitted_for",
+           "load_or_fit", "GRID", "GUARANTEE"]
 
 #: what a calibration promises and what it cannot do, in reports beside the fitted factor
-GUARANTEE = ("marginal coverage and CRPS as on the calibration pairs for measurements "
-             "exchangeable with them (same prior, forward model and noise); it cannot add "
+GUARANTEE = ("for measurements exchangeable with the calibration pairs (same prior, forward "
+             "model and noise): CRPS on the uncertain pixels no worse than the raw posterior's "
+             "(but for a ~2% chance that the pairs' noise moved the factor) and coverage as "
+             "on the pairs; it cannot add "
              "information the net did not extract, fix a wrong noise model, or rescue a "
              "measurement unlike the training data")
 
