@@ -159,6 +159,31 @@ def _refinenet_defaults() -> str:
     return _range(values, _ratio) if values else "(not measured)"
 
 
+#: Result files of the U-Net trained by flow matching, per problem (study cells named
+#: ``unet+flow-matching``), read for the short answer's paragraph on the objective.
+FLOW_MATCHING_FILES = ("study/objectives-reference/results.csv",
+                       "study/objectives-elasticity/results.csv",
+                       "study/objectives-elasticity/results-seed1.csv",
+                       "study/objectives-elasticity/flow-matching-levels.csv",
+                       "study/objectives-oce/results.csv")
+FLOW_PROBLEMS = ("reference", "elasticity", "oce")
+
+
+def _flow_matching_ranges() -> str:
+    """Per problem and noise level, the range of the raw std ratio (before the spread
+    calibration) of the flow-matching U-Net cells in :data:`FLOW_MATCHING_FILES`."""
+    spans: dict[tuple[str, float], tuple[str, list[float]]] = {}
+    for name in FLOW_MATCHING_FILES:
+        for r in csv.DictReader(open(RESULTS / name, newline="")):
+            value = _float(r.get("raw_std_ratio")) or _float(r["std_ratio"])
+            if r["net"] == "unet+flow-matching" and value is not None:
+                key = (r["problem"], float(r["noise_test"]))
+                spans.setdefault(key, (f"{r['problem']} ({_noise(r)})", []))[1].append(value)
+    return "; ".join(f"{label}: {_range(values, _ratio)}" for _, (label, values) in
+                     sorted(spans.items(), key=lambda kv: (FLOW_PROBLEMS.index(kv[0][0]),
+                                                          kv[0][1])))
+
+
 def _table(rows: list[dict]) -> list[str]:
     lines = ["| net | sampler | std ratio | 90% coverage | std corr | RMSE to reference mean "
              "| network calls per sample | seconds per measurement | verdict |",
@@ -237,6 +262,12 @@ def page(study: Path = STUDY, peer: Path | None = PEER) -> str:
             "predictor-corrector and heun over two training seeds "
             "([study/cpu-refinenet-default-reference](study/cpu-refinenet-default-reference/"
             "README.md)).",
+            "",
+            "Trained by flow matching (`training.objective = \"flow-matching\"`, the objective "
+            "of the elastography demo) at the same budget, the U-Net's posterior is narrower "
+            "than with score matching (the `unet` cells below): std ratio before the spread "
+            f"calibration: {_flow_matching_ranges()}; with heun, dpm-2m or predictor-corrector "
+            "([which objective](../training.md#which-objective)).",
             "", "Per problem, the recommended cell (the rule is at the end of this page):", ""]
     for problem, prs in by_problem.items():
         for level in dict.fromkeys(r["noise_test"] for r in prs):
